@@ -1,0 +1,19 @@
+"""The exceptions metabench raises for bad input; each message names the value, what is allowed, and its source."""
+
+from __future__ import annotations
+
+
+class MetabenchError(Exception):
+    """Base class: an error a user can fix from its message alone."""
+
+
+class ConfigError(MetabenchError, ValueError):
+    """A configuration value is wrong (unknown name, unknown parameter, wrong type, out of range)."""
+
+
+class DuplicateComponentError(MetabenchError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class IncompatibleError(MetabenchError):
+    """A learner cannot use a strategy (or a sampler a dataset); the runner records the pair as not applicable."""

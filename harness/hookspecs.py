@@ -1,0 +1,112 @@
+"""Every hook metabench calls, one docstring each.
+
+Two families:
+
+* **Registration hooks** (``metabench_register_*``) are called once, when the registry loads the plugins of the
+  entry-point group ``metabench``. Each receives a ``register`` callable bound to the calling plugin's distribution,
+  so the registry knows who provides what. Call it once per component::
+
+      register("my-learner", MyLearner, summary="One line.", params=[Param("lr", float, 0.1, "step size", low=0)])
+
+  ``factory`` is a class or function; the registry calls it with the validated parameters as keyword arguments
+  (plus the context arguments of its kind, documented on each hook). Registration hooks return nothing.
+
+* **Lifecycle hooks** are called while a benchmark runs, for loggers and reporters. They receive plain data
+  (``RunSpec``, dicts of floats, JSON-ready records) and return nothing; an exception in one is reported as a warning
+  and does not stop the run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from metabench.registry import Register
+    from metabench.runspec import RunSpec
+
+hookspec = pluggy.HookspecMarker("metabench")
+
+
+@hookspec
+def metabench_register_datasets(register: Register) -> None:
+    """Register datasets.
+
+    Called once at registry load. ``factory(**params)`` returns a :class:`metabench.interfaces.Dataset`: image splits
+    (``train``/``val``/``test`` as :class:`metabench.interfaces.ImageSplit`) or a regression task family.
+    """
+
+
+@hookspec
+def metabench_register_samplers(register: Register) -> None:
+    """Register task samplers.
+
+    Called once at registry load. ``factory(**params)`` returns a :class:`metabench.interfaces.TaskSampler`, whose
+    ``bind(split, shape, context)`` gives a callable drawing a :class:`metabench.tasks.TaskBatch` of ``n`` tasks from a
+    ``torch.Generator``.
+    """
+
+
+@hookspec
+def metabench_register_backbones(register: Register) -> None:
+    """Register backbones (the networks learners adapt).
+
+    Called once at registry load. ``factory(input_shape=..., out_dim=..., **params)`` returns a
+    :class:`metabench.interfaces.Backbone`: an ``nn.Module`` whose forward runs from one mixable layer to another.
+    """
+
+
+@hookspec
+def metabench_register_learners(register: Register) -> None:
+    """Register meta-learners.
+
+    Called once at registry load. ``factory(**params)`` returns a :class:`metabench.interfaces.MetaLearner`.
+    """
+
+
+@hookspec
+def metabench_register_strategies(register: Register) -> None:
+    """Register outer-loop data strategies (what the outer loss is computed on).
+
+    Called once at registry load. ``factory(**params)`` returns a :class:`metabench.interfaces.Strategy`.
+    """
+
+
+@hookspec
+def metabench_register_generators(register: Register) -> None:
+    """Register generative models for unsupervised (LASIUM) task samplers.
+
+    Called once at registry load. ``factory(image_shape=..., **params)`` returns a
+    :class:`metabench.interfaces.GenerativeModel`; a plugin may return one that is already trained.
+    """
+
+
+@hookspec
+def metabench_run_started(spec: RunSpec) -> None:
+    """A run (one grid cell and seed) is about to meta-train. Receives its :class:`metabench.runspec.RunSpec`."""
+
+
+@hookspec
+def metabench_step_finished(spec: RunSpec, step: int, metrics: dict[str, float]) -> None:
+    """A meta-training step finished. ``step`` counts from 1; ``metrics`` holds at least ``loss``."""
+
+
+@hookspec
+def metabench_evaluation_finished(spec: RunSpec, split: str, scores: dict[str, Any]) -> None:
+    """An evaluation finished: meta-validation during training (``split="val"``) or the final one (``"test"``).
+
+    ``scores`` holds the summary (``mean``, ``ci95``, ...) and the step at which it was taken.
+    """
+
+
+@hookspec
+def metabench_run_finished(spec: RunSpec, record: dict[str, Any]) -> None:
+    """A run finished, successfully or not. ``record`` is the JSON record just written to ``results/runs/``."""
+
+
+@hookspec
+def metabench_leaderboard_written(paths: list[Path]) -> None:
+    """The leaderboard files (Markdown, CSV, plots) were written. Receives their paths."""

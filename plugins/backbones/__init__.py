@@ -1,0 +1,11 @@
+"""Built-in backbones: registered through the entry-point group ``metabench``."""
+
+from __future__ import annotations
+
+from metabench import hookimpl
+from metabench.registry import Register
+
+
+@hookimpl
+def metabench_register_backbones(register: Register) -> None:
+    """Nothing registered yet."""

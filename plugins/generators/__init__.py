@@ -1,0 +1,11 @@
+"""Built-in generators: registered through the entry-point group ``metabench``."""
+
+from __future__ import annotations
+
+from metabench import hookimpl
+from metabench.registry import Register
+
+
+@hookimpl
+def metabench_register_generators(register: Register) -> None:
+    """Nothing registered yet."""

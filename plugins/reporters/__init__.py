@@ -1,0 +1,1 @@
+"""Built-in reporters: implement lifecycle hooks only."""
