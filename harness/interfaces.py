@@ -143,7 +143,7 @@ class Strategy(Protocol):
     one task, so a learner may ``vmap`` it over tasks or loop.
     """
 
-    requires_query_loss: bool  # False only for strategies meaningful without an outer query loss
+    plain: bool  # True only for the strategy that leaves an algorithm as published (outer loss on the query set)
 
     def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
         """Draw the meta-batch's random choices: mixing layer, per-sample λ, pairings (tensors on tasks.device)."""

@@ -31,14 +31,15 @@ KINDS: dict[str, str] = {
     "generator": "metabench_register_generators",
 }
 
-_TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str", list: "list"}
+_TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str", list: "list", dict: "table"}
 
 
 @dataclass(frozen=True)
 class Param:
     """One declared parameter of a component: drives validation, ``metabench describe`` and resolved configs.
 
-    ``type`` is ``int``, ``float``, ``bool``, ``str`` or ``list`` (with ``item_type`` for its elements).
+    ``type`` is ``int``, ``float``, ``bool``, ``str``, ``list`` (with ``item_type`` for its elements) or ``dict`` (a
+    TOML table, e.g. the parameters of a nested component, validated by whoever builds that component).
     ``low``/``high`` are inclusive bounds (for lists: on every element); ``choices`` restricts to listed values;
     ``nullable`` admits ``None`` (TOML has no null: a user writes the string ``"none"``).
     """
