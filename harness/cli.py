@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+        warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
         try:
             registry = default_registry()
             return args.handler(args, registry)

@@ -1,0 +1,119 @@
+"""A run as plain data: what an executor ships to wherever the run happens (in-process now, a cluster later).
+
+Everything here is frozen, hashable and picklable, and :meth:`RunSpec.to_dict` is JSON-ready. Component parameters
+are stored as canonical JSON text so that nested lists and tables stay hashable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from metabench.cache import stable_hash
+
+
+@dataclass(frozen=True)
+class ComponentRef:
+    """A registered component and its resolved parameters; ``label`` names a grid variant (defaults to ``name``)."""
+
+    name: str
+    params_json: str = "{}"
+    label: str = ""
+
+    @classmethod
+    def of(cls, name: str, params: dict[str, Any] | None = None, label: str = "") -> ComponentRef:
+        text = json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
+        return cls(name, text, label or name)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label or self.name, "params": self.params}
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """The task shape and the fixed evaluation tasks shared by every cell of a benchmark."""
+
+    n_way: int = 5
+    k_shot: int = 1
+    k_query: int = 15
+    eval_tasks: int = 600
+    val_tasks: int = 100
+    eval_seed: int = 0
+    eval_chunk: int = 50
+
+
+@dataclass(frozen=True)
+class Training:
+    """Outer-loop settings: Adam on the meta-parameters, validation and checkpoint cadence."""
+
+    meta_steps: int = 1000
+    meta_batch: int = 4
+    meta_lr: float = 1e-3
+    validate_every: int = 100
+    checkpoint_every: int = 100
+    diagnostic_tasks: int = 20
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One grid cell and seed of a benchmark: everything that determines its result."""
+
+    benchmark: str
+    dataset: ComponentRef
+    sampler: ComponentRef
+    learner: ComponentRef
+    strategy: ComponentRef
+    backbone: ComponentRef
+    protocol: EvalProtocol = field(default_factory=EvalProtocol)
+    training: Training = field(default_factory=Training)
+    seed: int = 0
+    profile: str = ""
+
+    @property
+    def label(self) -> str:
+        """``sampler/learner/strategy/seed=N``: what ``--only`` patterns and progress bars match and show."""
+        return f"{self.sampler.label}/{self.learner.label}/{self.strategy.label}/seed={self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "profile": self.profile,
+            "dataset": self.dataset.to_dict(),
+            "sampler": self.sampler.to_dict(),
+            "learner": self.learner.to_dict(),
+            "strategy": self.strategy.to_dict(),
+            "backbone": self.backbone.to_dict(),
+            "protocol": asdict(self.protocol),
+            "training": asdict(self.training),
+            "seed": self.seed,
+        }
+
+    @property
+    def config_hash(self) -> str:
+        """Identifies the run's result: same hash, same run (the profile's name is left out, its values are not)."""
+        config = self.to_dict()
+        del config["profile"]
+        return stable_hash(config)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        def ref(part: dict[str, Any]) -> ComponentRef:
+            return ComponentRef.of(part["name"], part.get("params"), part.get("label", ""))
+
+        return cls(
+            benchmark=data["benchmark"],
+            dataset=ref(data["dataset"]),
+            sampler=ref(data["sampler"]),
+            learner=ref(data["learner"]),
+            strategy=ref(data["strategy"]),
+            backbone=ref(data["backbone"]),
+            protocol=EvalProtocol(**data["protocol"]),
+            training=Training(**data["training"]),
+            seed=data["seed"],
+            profile=data.get("profile", ""),
+        )
