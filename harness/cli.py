@@ -7,11 +7,15 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from tabulate import tabulate
 
+from metabench import config, leaderboard
 from metabench.errors import MetabenchError
+from metabench.executor import SequentialExecutor
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
+from metabench.runner import RunOptions, resolve_device
 
 
 def _plugins(args: argparse.Namespace, registry: Registry) -> int:
@@ -71,6 +75,29 @@ def _describe(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace, registry: Registry) -> int:
+    specs = config.select(config.load_benchmark(args.file, registry, profile=args.profile), args.only)
+    if not specs:
+        raise MetabenchError(f"{args.file}: no run matches --only {args.only!r}")
+    resolve_device(args.device)  # fail before the first run, not in each
+    options = RunOptions(
+        out=args.out, device=args.device, progress=not args.no_progress, retry_failed=args.retry_failed
+    )
+    records = SequentialExecutor(registry).run(specs, options)
+    paths = leaderboard.write_leaderboard(args.out, registry)
+    counts = {status: sum(r["status"] == status for r in records) for status in ("ok", "not-applicable", "failed")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {paths[0]}")
+    return 1 if counts["failed"] else 0
+
+
+def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
+    if not (args.results / "runs").is_dir():
+        raise MetabenchError(f"{args.results}: no runs/ folder; run a benchmark first (metabench run FILE)")
+    paths = leaderboard.write_leaderboard(args.results, registry)
+    print("\n".join(map(str, paths[:3])))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabench", description="Plugin-based benchmark harness for meta-learning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("kind", choices=list(KINDS))
     describe.add_argument("name")
     describe.set_defaults(handler=_describe)
+
+    run = sub.add_parser("run", help="run a benchmark file (skipping finished runs), then write the leaderboard")
+    run.add_argument("file", type=Path, help="benchmark TOML, e.g. benchmarks/default.toml")
+    run.add_argument("--profile", help="named profile of the file (e.g. quick, paper)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
+    run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
+    run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    board = sub.add_parser("leaderboard", help="write LEADERBOARD.md, leaderboard.csv and plots from the records")
+    board.add_argument("results", type=Path, nargs="?", default=Path("results"), help="default: results/")
+    board.set_defaults(handler=_leaderboard)
 
     return parser
 

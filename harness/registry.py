@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.metadata
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ class ComponentSpec:
 
     @property
     def doc(self) -> str:
-        return (getattr(self.factory, "__doc__", None) or self.summary).strip()
+        return inspect.cleandoc(getattr(self.factory, "__doc__", None) or self.summary)
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}

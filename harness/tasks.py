@@ -77,7 +77,7 @@ class TaskBatch:
     def soft_targets(self, y: Tensor) -> Tensor:
         """Labels as float targets that mix linearly: one-hot ``[..., n_way]`` or the regression targets as they are."""
         if self.n_way is None:
-            return y.float()
+            return y.to(self.support_x.dtype)
         return torch.nn.functional.one_hot(y, self.n_way).to(self.support_x.dtype)
 
     @staticmethod

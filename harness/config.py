@@ -1,0 +1,198 @@
+"""Benchmark files (TOML) to a list of :class:`RunSpec`: profiles, grid expansion and validation.
+
+Every component name and parameter is checked against the registry before anything runs; an error names the file and
+the key (``benchmarks/x.toml: grid.learners[1]``). The format is documented at the top of ``benchmarks/default.toml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import fnmatch
+import itertools
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from metabench.errors import ConfigError
+from metabench.registry import Param, Registry
+from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
+
+SECTIONS = ("benchmark", "dataset", "backbone", "protocol", "training", "grid", "params", "profiles")
+GRID_AXES = {"samplers": "sampler", "learners": "learner", "strategies": "strategy"}
+
+PROTOCOL_PARAMS = (
+    Param("n_way", int, 5, "classes per task", low=2),
+    Param("k_shot", int, 1, "support examples per class (regression: support points)", low=1),
+    Param("k_query", int, 15, "query examples per class (regression: query points)", low=1),
+    Param("eval_tasks", int, 600, "fixed meta-test tasks, identical for every cell", low=1),
+    Param("val_tasks", int, 100, "fixed meta-validation tasks", low=1),
+    Param("eval_seed", int, 0, "seed of the fixed evaluation tasks", low=0),
+    Param("eval_chunk", int, 50, "tasks evaluated at once (memory)", low=1),
+)
+TRAINING_PARAMS = (
+    Param("meta_steps", int, 1000, "outer-loop steps", low=0),
+    Param("meta_batch", int, 4, "tasks per outer step", low=1),
+    Param("meta_lr", float, 1e-3, "Adam learning rate of the outer loop", low=0.0),
+    Param("validate_every", int, 100, "steps between meta-validations (best weights kept)", low=1),
+    Param("checkpoint_every", int, 100, "steps between checkpoints (resume after a crash)", low=1),
+    Param("diagnostic_tasks", int, 20, "test tasks for the learner's diagnostics (gradient norms, SVD)", low=0),
+)
+assert [p.name for p in PROTOCOL_PARAMS] == [f.name for f in fields(EvalProtocol)]
+assert [p.name for p in TRAINING_PARAMS] == [f.name for f in fields(Training)]
+
+
+def load_benchmark(path: str | Path, registry: Registry, *, profile: str | None = None) -> list[RunSpec]:
+    """The validated runs of the benchmark file at ``path`` under ``profile`` (``None``: the base settings)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: no such benchmark file") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    return _Benchmark(path, raw, profile, registry).expand()
+
+
+def select(specs: Iterable[RunSpec], pattern: str | None) -> list[RunSpec]:
+    """The runs whose label ``sampler/learner/strategy/seed=N`` matches the glob ``pattern`` (all if ``None``);
+    a pattern without ``/`` matches any one part of the label."""
+    specs = list(specs)
+    if not pattern:
+        return specs
+    if "/" in pattern:
+        return [s for s in specs if fnmatch.fnmatchcase(s.label, pattern)]
+    return [s for s in specs if any(fnmatch.fnmatchcase(part, pattern) for part in s.label.split("/"))]
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base``: tables merge key by key, anything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Benchmark:
+    """One file under one profile; knows where each key came from so that errors can say so."""
+
+    def __init__(self, path: Path, raw: dict[str, Any], profile: str | None, registry: Registry):
+        self.path, self.registry, self.profile = path, registry, profile or ""
+        self._check_keys(raw, SECTIONS, "")
+        profiles = raw.get("profiles", {})
+        if profile is not None and profile not in profiles:
+            raise ConfigError(
+                f"{path}: no profile '{profile}'{_suggest(profile, profiles)}; "
+                f"profiles: {', '.join(profiles) or '(none)'}"
+            )
+        self.override = profiles.get(profile, {}) if profile else {}
+        self._check_keys(self.override, [s for s in SECTIONS if s != "profiles"], f"profiles.{profile}.")
+        base = {k: v for k, v in raw.items() if k != "profiles"}
+        self.config = _merge(base, self.override)
+
+    def where(self, *keys: str | int) -> str:
+        """``file: key`` for the key path ``keys``."""
+        return f"{self.path}: {self.key(*keys)}"
+
+    def key(self, *keys: str | int) -> str:
+        """The dotted key path ``keys``, pointing into the profile when the profile set it."""
+        node: Any = self.override
+        for key in keys:
+            if isinstance(node, Mapping) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                node = node[key]
+            else:
+                node = None
+                break
+        prefix = f"profiles.{self.profile}." if node is not None else ""
+        dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+        return prefix + dotted
+
+    def _check_keys(self, table: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
+        allowed = list(allowed)
+        for key in table:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{self.path}: {prefix}{key}: unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+                )
+
+    def _table(self, *keys: str) -> dict[str, Any]:
+        node: Any = self.config
+        for key in keys:
+            node = node.get(key, {}) if isinstance(node, Mapping) else None
+            if not isinstance(node, Mapping):
+                raise ConfigError(f"{self.where(*keys)}: expected a table")
+        return dict(node)
+
+    def _section(self, name: str, params: tuple[Param, ...]) -> dict[str, Any]:
+        table = self._table(name)
+        self._check_keys(table, [p.name for p in params], f"{name}.")
+        return {
+            p.name: p.validate(table[p.name], component=name, where=self.where(name, p.name))
+            if p.name in table
+            else p.default
+            for p in params
+        }
+
+    def _component(self, kind: str, entry: Any, *keys: str | int) -> ComponentRef:
+        """A grid entry or a section (``"name"`` or ``{name, params, label}``), validated with its shared params."""
+        where = self.where(*keys)
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: expected a {kind} name or a table with 'name' (and 'params', 'label')")
+        self._check_keys(entry, ("name", "params", "label"), self.key(*keys) + ".")
+        spec = self.registry.get(kind, entry["name"], where=where)
+        shared = self._table("params", kind).get(spec.name, {})
+        if shared:  # validated on its own so that an error points at the [params.KIND.NAME] table
+            spec.resolve(shared, where=self.where("params", kind, spec.name))
+        own = entry.get("params", {})
+        params = spec.resolve({**shared, **own}, where=self.where(*keys, "params") if own else where)
+        return ComponentRef.of(spec.name, params, str(entry.get("label") or spec.name))
+
+    def _axis(self, axis: str, kind: str) -> list[ComponentRef]:
+        entries = self._table("grid").get(axis)
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{self.where('grid', axis)}: expected a non-empty list of {kind} names")
+        refs = [self._component(kind, entry, "grid", axis, i) for i, entry in enumerate(entries)]
+        labels = [r.label for r in refs]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ConfigError(f"{self.where('grid', axis)}: label '{label}' appears twice; give each a 'label'")
+        return refs
+
+    def expand(self) -> list[RunSpec]:
+        benchmark = self._table("benchmark")
+        self._check_keys(benchmark, ("name", "description"), "benchmark.")
+        name = benchmark.get("name", self.path.stem)
+        if not isinstance(name, str):
+            raise ConfigError(f"{self.where('benchmark', 'name')}: expected a string")
+        for kind in self._table("params"):
+            if kind not in ("dataset", "backbone", *GRID_AXES.values()):
+                raise ConfigError(f"{self.where('params', kind)}: unknown component kind")
+            for component in self._table("params", kind):
+                self.registry.get(kind, component, where=self.where("params", kind, component))
+        self._check_keys(self._table("grid"), (*GRID_AXES, "seeds"), "grid.")
+        seeds = self._table("grid").get("seeds", [0])
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+            raise ConfigError(f"{self.where('grid', 'seeds')}: expected a non-empty list of integers >= 0")
+        dataset = self._component("dataset", self._table("dataset"), "dataset")
+        backbone = self._component("backbone", self._table("backbone"), "backbone")
+        protocol = EvalProtocol(**self._section("protocol", PROTOCOL_PARAMS))
+        training = Training(**self._section("training", TRAINING_PARAMS))
+        axes = [self._axis(axis, kind) for axis, kind in GRID_AXES.items()]
+        return [
+            RunSpec(name, dataset, sampler, learner, strategy, backbone, protocol, training, seed, self.profile)
+            for sampler, learner, strategy, seed in itertools.product(*axes, seeds)
+        ]

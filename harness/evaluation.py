@@ -1,0 +1,85 @@
+"""The evaluation protocol: fixed seeded evaluation tasks shared by every cell, per-task scores, confidence intervals.
+
+The tasks of a split depend only on (dataset, protocol, split): every grid cell of a benchmark is scored on the same
+tasks, so two cells can be compared task by task (a paired test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metabench.cache import stable_hash
+from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, SplitName
+from metabench.registry import Registry
+from metabench.runspec import EvalProtocol
+from metabench.tasks import TaskBatch, TaskShape
+
+Z_95 = 1.96
+EVAL_SAMPLER = "standard"  # the registry's plain episodic sampler draws every evaluation task
+
+_fixed_tasks: dict[str, TaskBatch] = {}
+
+
+def derive_seed(*parts: Any) -> int:
+    """A seed for a named stream (e.g. ``(run_seed, "tasks")``), stable across processes and machines."""
+    return int(stable_hash(list(parts)), 16) % 2**63
+
+
+def make_generator(*parts: Any, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+def metric_of(task_type: str) -> dict[str, Any]:
+    """The score a benchmark reports: accuracy for classification, MSE (lower is better) for regression."""
+    if task_type == "regression":
+        return {"name": "mse", "higher_is_better": False}
+    return {"name": "accuracy", "higher_is_better": True}
+
+
+def summarize(scores: Sequence[float] | np.ndarray | Tensor) -> dict[str, float]:
+    """Mean, sample standard deviation and the normal-approximation 95% CI half-width ``1.96·std/√n``."""
+    values = np.asarray(scores.cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
+    n = values.size
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    return {"mean": float(values.mean()), "std": std, "ci95": Z_95 * std / math.sqrt(n), "n": n}
+
+
+def task_shape(protocol: EvalProtocol, task_type: str) -> TaskShape:
+    n_way = protocol.n_way if task_type == "classification" else None
+    return TaskShape(n_way, protocol.k_shot, protocol.k_query)
+
+
+def fixed_tasks(
+    dataset: Dataset,
+    split: SplitName,
+    n_tasks: int,
+    protocol: EvalProtocol,
+    registry: Registry,
+    context: SamplerContext,
+) -> TaskBatch:
+    """The benchmark's fixed tasks of ``split``: the dataset's own protocol when it has one, else ``n_tasks`` tasks
+    of the standard sampler drawn from a generator seeded by (eval seed, split). Cached per process."""
+    key = stable_hash([context.dataset_key, split, n_tasks, protocol.__dict__, str(context.device)])
+    if key not in _fixed_tasks:
+        tasks = dataset.evaluation_tasks(split)
+        if tasks is None:
+            sampler = registry.build("sampler", EVAL_SAMPLER, where="evaluation tasks")
+            eval_context = replace(context, seed=protocol.eval_seed)
+            shape = task_shape(protocol, dataset.task_type)
+            source = sampler.bind(dataset.split(split), shape, eval_context, role=split)
+            tasks = source(n_tasks, make_generator(protocol.eval_seed, split))
+        _fixed_tasks[key] = tasks.to(context.device)
+    return _fixed_tasks[key]
+
+
+def evaluate_tasks(learner: MetaLearner, params: Params, tasks: TaskBatch, chunk: int) -> dict[str, Tensor]:
+    """The learner's per-task scores on ``tasks``, computed ``chunk`` tasks at a time, as CPU tensors ``[T]``."""
+    parts = [learner.evaluate(params, tasks.select(slice(i, i + chunk))) for i in range(0, tasks.n_tasks, chunk)]
+    return {name: torch.cat([p[name].detach().float().cpu() for p in parts]) for name in parts[0]}

@@ -1,0 +1,43 @@
+"""Executors run a list of :class:`RunSpec` and return their records, skipping runs that already have one.
+
+The contract is small so that another executor (e.g. Ray, shipping ``runner.run_unit(spec, options)`` to a cluster)
+can replace the in-process one without touching config, runner, results or leaderboard: specs and options in, JSON
+records out, written by the run itself to ``options.out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from metabench import results, runner
+from metabench.registry import Registry, default_registry
+from metabench.runner import RunOptions
+from metabench.runspec import RunSpec
+
+
+class Executor(Protocol):
+    def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
+        """Run every spec without a finished record under ``options.out``; return the records of all ``specs``."""
+        ...
+
+
+class SequentialExecutor:
+    """Runs one spec after the other in this process, with an overall progress bar."""
+
+    def __init__(self, registry: Registry | None = None):
+        self.registry = registry or default_registry()
+
+    def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
+        pending = [s for s in specs if not results.is_finished(options.out, s, retry_failed=options.retry_failed)]
+        done = len(specs) - len(pending)
+        with tqdm(total=len(specs), initial=done, desc="runs", unit="run", disable=not options.progress) as bar:
+            for spec in pending:
+                bar.set_postfix_str(spec.label)
+                record = runner.run(spec, self.registry, options)
+                bar.update()
+                if record["status"] == "failed":
+                    bar.write(f"{spec.label} failed: {record['error']}")
+        return [record for spec in specs if (record := results.load_record(options.out, spec)) is not None]

@@ -1,0 +1,313 @@
+"""One run: build the components of a :class:`RunSpec`, meta-train with meta-validation and checkpoints, evaluate on
+the benchmark's fixed tasks, and write the JSON record.
+
+A run that raises or whose loss is not finite becomes a ``failed`` record; a learner that cannot use the strategy
+becomes ``not-applicable``. ``KeyboardInterrupt`` is not caught: the last checkpoint stays and the rerun resumes it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from metabench import results
+from metabench.cache import cache_dir, stable_hash
+from metabench.errors import ConfigError
+from metabench.evaluation import (
+    derive_seed,
+    evaluate_tasks,
+    fixed_tasks,
+    make_generator,
+    metric_of,
+    summarize,
+    task_shape,
+)
+from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, Strategy, TaskSource
+from metabench.registry import Registry, default_registry
+from metabench.runspec import RunSpec
+from metabench.tasks import TaskBatch
+
+SCHEMA_VERSION = 1
+_datasets: dict[str, tuple[str, Dataset]] = {}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How (not what) to run: plain data, shipped with each :class:`RunSpec` to wherever it runs."""
+
+    out: Path = Path("results")
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = True
+    retry_failed: bool = False
+
+
+class NotApplicable(Exception):
+    """The learner cannot use the strategy; carries the learner's reason."""
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; anything else is a :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"device '{name}': not a device; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}': CUDA is not available here; use cpu or auto")
+    return device
+
+
+def fire(registry: Registry, hook: str, **kwargs: Any) -> None:
+    """Call a lifecycle hook; a reporter's exception is a warning, never the end of a run."""
+    try:
+        getattr(registry.hook, hook)(**kwargs)
+    except Exception as error:  # noqa: BLE001 - reporters must not break runs
+        warnings.warn(f"lifecycle hook {hook} raised {type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+
+
+def run_unit(spec: RunSpec, options: RunOptions) -> dict[str, Any]:
+    """The unit an executor ships: one run with the installed plugins' registry (loaded once per process)."""
+    return run(spec, default_registry(), options)
+
+
+def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
+    """Run ``spec`` to its record (written to ``options.out/runs/<hash>.json``) and return the record."""
+    device = resolve_device(options.device)
+    started = time.time()
+    fire(registry, "metabench_run_started", spec=spec)
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "config_hash": spec.config_hash,
+        "label": spec.label,
+        "config": spec.to_dict(),
+        "environment": results.environment(device),
+        "seeds": {"run": spec.seed, "eval": spec.protocol.eval_seed},
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "status": "ok",
+        "error": None,
+    }
+    try:
+        record.update(_execute(spec, registry, options, device))
+    except NotApplicable as reason:
+        record.update(status="not-applicable", error=str(reason))
+    except Exception as error:  # noqa: BLE001 - a failed run is data; the other runs go on
+        record.update(
+            status="failed",
+            error=f"{type(error).__name__}: {error}",
+            traceback="".join(traceback.format_exception(error)[-6:]),
+        )
+    record["wall_seconds"] = time.time() - started
+    results.write_record(options.out, spec, record)
+    results.remove_checkpoint(options.out, spec)
+    fire(registry, "metabench_run_finished", spec=spec, record=record)
+    return record
+
+
+def _dataset(spec: RunSpec, registry: Registry) -> tuple[str, Dataset]:
+    """The dataset of ``spec`` and its stable key; loaded once per process, whatever the number of runs."""
+    key = f"{spec.dataset.name}-{stable_hash(spec.dataset.params, 8)}"
+    if key not in _datasets:
+        dataset = registry.build("dataset", spec.dataset.name, spec.dataset.params, where=f"{spec.benchmark}: dataset")
+        _datasets[key] = (key, dataset)
+    return _datasets[key]
+
+
+def _build(registry: Registry, kind: str, spec: RunSpec, **context: Any) -> Any:
+    ref = getattr(spec, kind)
+    return registry.build(kind, ref.name, ref.params, where=f"{spec.benchmark}: {kind}", **context)
+
+
+def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: torch.device) -> dict[str, Any]:
+    learner: MetaLearner = _build(registry, "learner", spec)
+    strategy: Strategy = _build(registry, "strategy", spec)
+    reason = learner.incompatible(strategy, spec.strategy.name)
+    if reason:
+        raise NotApplicable(reason)
+
+    dataset_key, dataset = _dataset(spec, registry)
+    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, options.progress)
+    protocol = spec.protocol
+    shape = task_shape(protocol, dataset.task_type)
+    train_split = dataset.split("train")
+    train_source = _build(registry, "sampler", spec).bind(train_split, shape, context, role="train")
+    val_tasks = fixed_tasks(dataset, "val", protocol.val_tasks, protocol, registry, context)
+    test_tasks = fixed_tasks(dataset, "test", protocol.eval_tasks, protocol, registry, context)
+    # Meta-train tasks drawn once, to follow pre/post-adaptation scores on what the learner trains on (MetaMix Fig. 2).
+    probe_tasks = train_source(protocol.val_tasks, make_generator(protocol.eval_seed, "train-probe"))
+
+    out_dim = shape.n_way or train_split.y_dim
+    with torch.random.fork_rng(devices=[]):  # a backbone initialises from the global generator: pin it to the seed
+        torch.manual_seed(derive_seed(spec.seed, "backbone"))
+        backbone = _build(registry, "backbone", spec, input_shape=dataset.input_shape, out_dim=out_dim).to(device)
+    params = learner.init_params(backbone, make_generator(spec.seed, "init"))
+
+    metric = metric_of(dataset.task_type)
+    training: dict[str, Any] = {"steps": 0, "steps_per_s": None, "curves": [], "best_step": None}
+    if learner.meta_trains and spec.training.meta_steps > 0:
+        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric, device)
+        params, training = trainer.train(train_source, val_tasks, probe_tasks)
+
+    chunk = protocol.eval_chunk
+    test = evaluate_tasks(learner, params, test_tasks, chunk)
+    probe = evaluate_tasks(learner, params, probe_tasks, chunk)
+    n_diag = min(spec.training.diagnostic_tasks, test_tasks.n_tasks)
+    diagnostics = learner.diagnostics(params, test_tasks.select(slice(0, n_diag))) if n_diag else {}
+    summary = {**summarize(test["post"]), "per_task": [round(float(s), 6) for s in test["post"]]}
+    fire(registry, "metabench_evaluation_finished", spec=spec, split="test", scores={**summary, "step": None})
+    return {
+        "metric": metric,
+        "metrics": {"test": summary, **{f"test_{k}": summarize(v) for k, v in test.items() if k != "post"}},
+        "meta_overfitting": {
+            "meta_train": {k: summarize(v)["mean"] for k, v in probe.items()},
+            "meta_test": {k: summarize(v)["mean"] for k, v in test.items()},
+        },
+        "diagnostics": {k: float(v) for k, v in diagnostics.items()},
+        **training,
+    }
+
+
+@dataclass
+class _TrainState:
+    """Everything a checkpoint holds beyond the tensors: where training is and what it has seen."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    best_score: float | None = None
+    best_step: int | None = None
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+class _Trainer:
+    """Adam on the meta-parameters, meta-validation keeping the best weights, checkpoints to resume from."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        registry: Registry,
+        options: RunOptions,
+        learner: MetaLearner,
+        strategy: Strategy,
+        params: Params,
+        metric: dict[str, Any],
+        device: torch.device,
+    ):
+        self.spec, self.registry, self.options = spec, registry, options
+        self.learner, self.strategy, self.params, self.metric = learner, strategy, params, metric
+        self.optimizer = torch.optim.Adam(list(params.values()), lr=spec.training.meta_lr)
+        self.task_rng = make_generator(spec.seed, "tasks")
+        self.loss_rng = make_generator(spec.seed, "strategy", device=device)
+        self.best: Params | None = None
+        self.state = _TrainState()
+
+    def train(self, source: TaskSource, val_tasks: TaskBatch, probe_tasks: TaskBatch) -> tuple[Params, dict[str, Any]]:
+        settings = self.spec.training
+        self._restore()
+        bar = tqdm(
+            total=settings.meta_steps,
+            initial=self.state.step,
+            desc=self.spec.label,
+            leave=False,
+            disable=not self.options.progress,
+            dynamic_ncols=True,
+        )
+        with bar:
+            while self.state.step < settings.meta_steps:
+                loss = self._step(source)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.update()
+                step = self.state.step
+                if step % settings.validate_every == 0 or step == settings.meta_steps:
+                    self._validate(val_tasks, probe_tasks)
+                if step % settings.checkpoint_every == 0 and step < settings.meta_steps:
+                    self._checkpoint()
+        state = self.state
+        return self.best or self.params, {
+            "steps": state.step,
+            "steps_per_s": state.step / state.train_seconds if state.train_seconds else None,
+            "curves": state.curves,
+            "best_step": state.best_step,
+            "resumed_from": state.resumed_from,
+        }
+
+    def _step(self, source: TaskSource) -> float:
+        started = time.perf_counter()
+        tasks = source(self.spec.training.meta_batch, self.task_rng)
+        loss, metrics = self.learner.meta_loss(self.params, tasks, self.strategy, self.loss_rng)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"meta-loss is {value} at step {self.state.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.state.train_seconds += time.perf_counter() - started
+        self.state.step += 1
+        self.state.losses.append(value)
+        metrics = {"loss": value, **{k: float(v) for k, v in metrics.items()}}
+        fire(self.registry, "metabench_step_finished", spec=self.spec, step=self.state.step, metrics=metrics)
+        return value
+
+    def _validate(self, val_tasks: TaskBatch, probe_tasks: TaskBatch) -> None:
+        chunk = self.spec.protocol.eval_chunk
+        val = evaluate_tasks(self.learner, self.params, val_tasks, chunk)
+        probe = evaluate_tasks(self.learner, self.params, probe_tasks, chunk)
+        score = summarize(val["post"])
+        state = self.state
+        point = {
+            "step": state.step,
+            "loss": sum(state.losses) / len(state.losses) if state.losses else None,
+            "train_pre": float(probe["pre"].mean()),
+            "train_post": float(probe["post"].mean()),
+            "val_pre": float(val["pre"].mean()),
+            "val_post": score["mean"],
+        }
+        state.curves.append(point)
+        state.losses = []
+        sign = 1.0 if self.metric["higher_is_better"] else -1.0
+        if state.best_score is None or sign * score["mean"] > sign * state.best_score:
+            state.best_score, state.best_step = score["mean"], state.step
+            self.best = {name: p.detach().clone() for name, p in self.params.items()}
+        fire(self.registry, "metabench_evaluation_finished", spec=self.spec, split="val", scores={**score, **point})
+
+    def _checkpoint(self) -> None:
+        results.save_checkpoint(
+            self.options.out,
+            self.spec,
+            {
+                "params": {name: p.detach() for name, p in self.params.items()},
+                "best": self.best,
+                "optimizer": self.optimizer.state_dict(),
+                "task_rng": self.task_rng.get_state(),
+                "loss_rng": self.loss_rng.get_state(),
+                "state": self.state,
+            },
+        )
+
+    def _restore(self) -> None:
+        checkpoint = results.load_checkpoint(self.options.out, self.spec)
+        if checkpoint is None:
+            return
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(checkpoint["params"][name])
+        self.best = checkpoint["best"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.task_rng.set_state(checkpoint["task_rng"])
+        self.loss_rng.set_state(checkpoint["loss_rng"])
+        self.state = checkpoint["state"]
+        self.state.resumed_from = self.state.step

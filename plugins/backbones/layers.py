@@ -1,0 +1,88 @@
+"""Building blocks shared by the built-in backbones: batch norm from primitives, the layered network, initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Normalise ``h [B, C, ...]`` per channel with the statistics of this batch.
+
+    Written from mean/var/rsqrt because ``vmap`` through ``F.batch_norm`` gives wrong second-order meta-gradients
+    (see MEASURED.md); these primitives batch correctly.
+    """
+    dims = [0, *range(2, h.dim())]
+    var, mean = torch.var_mean(h, dim=dims, correction=0, keepdim=True)
+    shape = [1, -1] + [1] * (h.dim() - 2)
+    # Fold the normalisation into one scale and shift per channel: two full-size operations instead of four.
+    scale = torch.rsqrt(var + eps) * weight.view(shape)
+    return h * scale + (bias.view(shape) - mean * scale)
+
+
+class BatchNorm(nn.Module):
+    """Batch norm with batch statistics only (no running statistics), as in MAML: train and test behave alike."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return batch_norm(h, self.weight, self.bias)
+
+
+class LayeredNet(nn.Module):
+    """A stack of blocks followed by a linear head, split at its mixable layers.
+
+    Layer 0 is the input, layer ``l`` the output of ``blocks[l - 1]``; the last block ends with the flattened
+    representation the head reads, so ``n_layers = len(blocks) + 1``.
+    """
+
+    head_prefix = "head."
+
+    def __init__(self, input_shape: tuple[int, ...], blocks: list[nn.Module], head: nn.Linear):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.n_layers = len(blocks) + 1
+
+    def forward(self, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        last = self.n_layers - 1
+        for block in self.blocks[start : last if stop is None else stop]:
+            h = block(h)
+        return self.head(h) if stop is None else h
+
+    def init_parameters(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """Fresh parameters drawn from ``generator``: Xavier-uniform weights, zero biases, unit norm scales."""
+        fresh: dict[str, Tensor] = {}
+        for prefix, module in self.named_modules():
+            name = f"{prefix}." if prefix else ""
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                fresh[f"{name}weight"] = _xavier_uniform(module.weight, generator)
+                if module.bias is not None:
+                    fresh[f"{name}bias"] = torch.zeros_like(module.bias)
+            elif isinstance(module, BatchNorm):
+                fresh[f"{name}weight"] = torch.ones_like(module.weight)
+                fresh[f"{name}bias"] = torch.zeros_like(module.bias)
+        missing = {n for n, _ in self.named_parameters()} - fresh.keys()
+        assert not missing, f"no initialisation rule for {sorted(missing)}"
+        return fresh
+
+
+def _xavier_uniform(weight: Tensor, generator: torch.Generator) -> Tensor:
+    receptive = math.prod(weight.shape[2:])
+    fan_in, fan_out = weight.shape[1] * receptive, weight.shape[0] * receptive
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    draw = torch.rand(weight.shape, generator=generator, device=generator.device, dtype=weight.dtype)
+    return ((2 * draw - 1) * bound).to(weight.device)
+
+
+def flat_size(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Features per example that ``module`` outputs for inputs of ``input_shape`` (two examples: batch norm needs
+    more than one)."""
+    with torch.no_grad():
+        return module(torch.zeros(2, *input_shape)).flatten(1).shape[1]

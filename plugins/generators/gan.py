@@ -1,0 +1,120 @@
+"""A mode-seeking GAN (MSGAN, Mao et al. 2019) with the generator and discriminator of LASIUM Sec. 7.1."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metabench.plugins.generators.training import as_unit_float, epochs_bar, minibatches, prior_normal, reinitialise
+
+
+class MSGAN(nn.Module):
+    """Generator: a dense layer to ``width`` maps of a quarter of the image size (leaky ReLU 0.2), two 4×4 stride-2
+    transposed convolutions (leaky ReLU), and a 7×7 convolution to the image channels with a sigmoid.
+    Discriminator: three 3×3 stride-2 convolutions with ``width/2``, ``width``, ``width`` filters (leaky ReLU), a
+    global max pool and a dense logit. Non-saturating GAN losses plus the mode-seeking term: the generator also
+    minimises ``1 / (mean|G(z1) − G(z2)| / mean|z1 − z2| + 1e-5)`` over pairs of latents, weighted ``ms_weight``.
+
+    The paper's Omniglot GAN has ``width = 128``, ``latent_dim = 128`` and trains 500 epochs (batch 128, Adam 3e-4
+    in the authors' code); the defaults here are smaller so that training on the Omniglot meta-train images takes
+    minutes on a CPU. Anchors come from the ``N(0, I)`` prior (no encoder).
+    """
+
+    can_encode = False
+
+    def __init__(
+        self,
+        image_shape: tuple[int, ...],
+        latent_dim: int = 128,
+        width: int = 32,
+        epochs: int = 20,
+        batch_size: int = 128,
+        lr: float = 3e-4,
+        ms_weight: float = 1.0,
+    ):
+        super().__init__()
+        channels, height, width_px = image_shape
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.epochs, self.batch_size, self.lr, self.ms_weight = epochs, batch_size, lr, ms_weight
+
+        self.base = (width, math.ceil(height / 4), math.ceil(width_px / 4))
+        self.generator = nn.Sequential(
+            nn.Linear(latent_dim, math.prod(self.base)),
+            nn.LeakyReLU(0.2),
+            nn.Unflatten(1, self.base),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, channels, 7, padding=3),
+        )
+        half = max(width // 2, 1)
+        self.discriminator = nn.Sequential(
+            nn.Conv2d(channels, half, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(half, width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, 1),
+        )
+        self.history: dict[str, list[float]] = {}
+
+    def decode(self, z: Tensor) -> Tensor:
+        _, height, width = self.image_shape
+        return torch.sigmoid(self.generator(z)[:, :, :height, :width])
+
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError("the GAN has no encoder (can_encode is False): its anchors come from the prior")
+
+    def sample_prior(self, n: int, rng: torch.Generator) -> Tensor:
+        return prior_normal(n, self.latent_dim, rng, self.discriminator[-1].weight.device)
+
+    def fit(self, images: Tensor, rng: torch.Generator, progress: bool) -> list[float]:
+        """Train on ``uint8 [N, C, H, W]`` images; the curve is the discriminator's loss (real-vs-generated binary
+        cross-entropy, ``2 ln 2`` at chance) averaged over each epoch. ``history`` also keeps the generator's
+        adversarial loss and the mode-seeking term."""
+        reinitialise(self, rng)
+        self.to(images.device).train()
+        d_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=(0.5, 0.999))
+        g_optimiser = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=(0.5, 0.999))
+        history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "mode_seeking": []}
+        bar = epochs_bar(self.epochs, progress, "training gan")
+        for _ in bar:
+            sums = dict.fromkeys(history, 0.0)
+            for index in minibatches(len(images), self.batch_size, rng, images.device):
+                real = as_unit_float(images[index])
+                z1, z2 = self.sample_prior(len(index), rng), self.sample_prior(len(index), rng)
+                fake = self.decode(torch.cat([z1, z2]))
+
+                real_logits = self.discriminator(real)
+                fake_logits = self.discriminator(fake.detach())
+                d_loss = F.binary_cross_entropy_with_logits(
+                    real_logits, torch.ones_like(real_logits)
+                ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+                d_optimiser.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_optimiser.step()
+
+                fooled_logits = self.discriminator(fake)
+                g_loss = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
+                fake1, fake2 = fake.chunk(2)
+                ratio = (fake1 - fake2).abs().mean(dim=(1, 2, 3)) / (z1 - z2).abs().mean(dim=1)
+                mode_seeking = 1.0 / (ratio.mean() + 1e-5)
+                g_optimiser.zero_grad(set_to_none=True)
+                (g_loss + self.ms_weight * mode_seeking).backward()
+                g_optimiser.step()
+
+                for name, value in zip(history, (d_loss, g_loss, mode_seeking), strict=True):
+                    sums[name] += value.item() * len(index)
+            for name in history:
+                history[name].append(sums[name] / len(images))
+            bar.set_postfix(d_loss=f"{history['d_loss'][-1]:.3f}", g_loss=f"{history['g_loss'][-1]:.3f}")
+        self.history = history
+        return history["d_loss"]

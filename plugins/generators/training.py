@@ -1,0 +1,118 @@
+"""What every built-in generator shares: minibatches, seeded initialisation, and the on-disk cache of trained models.
+
+A generator is trained once per (dataset, split, generator name and resolved parameters, seed) and cached under
+``<cache_dir>/generators/`` as ``<name>-<key>.pt`` (the ``state_dict``) and ``<name>-<key>.json`` (the training curve
+and what the key was made of). Both are written to a temporary file and renamed, so a crash never leaves half a file;
+the JSON is written last and marks the entry complete.
+
+A third-party plugin can register a pretrained generator: its factory loads the weights, its ``fit`` returns ``[]``
+(nothing was trained, so nothing is cached) and ``sample_prior``/``decode`` (and ``encode`` if it has one) work at
+once. Register it with ``register("my-gan", MyPretrainedGan, summary=..., params=[...])`` in a
+``metabench_register_generators`` hook and pick it with ``generator = "my-gan"`` in a LASIUM sampler's parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from metabench.cache import stable_hash
+from metabench.evaluation import derive_seed
+from metabench.interfaces import GenerativeModel
+
+# Bump when a built-in architecture or training loop changes, so that old cache entries are not reused.
+CACHE_FORMAT = 1
+
+
+def as_unit_float(images: Tensor) -> Tensor:
+    """``uint8`` images as ``float32`` in ``[0, 1]`` (float images are taken to be in that range already)."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
+def minibatches(n: int, batch_size: int, rng: torch.Generator, device: torch.device) -> Iterator[Tensor]:
+    """Indices of one epoch in random order, ``batch_size`` at a time (the last batch may be smaller)."""
+    order = torch.randperm(n, generator=rng, device=rng.device).to(device)
+    yield from order.split(batch_size)
+
+
+def epochs_bar(epochs: int, progress: bool, description: str) -> tqdm:
+    return tqdm(range(epochs), desc=description, unit="epoch", disable=not progress, leave=False)
+
+
+def reinitialise(module: nn.Module, rng: torch.Generator) -> None:
+    """Draw ``module``'s initial weights from ``rng`` (layer initialisers only read the global generator, so seed a
+    forked copy of it)."""
+    seed = int(torch.randint(0, 2**62, (), generator=rng, device=rng.device))
+    cuda_devices = sorted({p.device.index or 0 for p in module.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            if layer is not module and hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+
+
+def prior_normal(n: int, latent_dim: int, rng: torch.Generator, device: torch.device) -> Tensor:
+    """``n`` draws of the standard normal prior, taken from ``rng`` on its own device and moved to ``device``."""
+    return torch.randn(n, latent_dim, generator=rng, device=rng.device).to(device)
+
+
+def fit_or_load(
+    model: GenerativeModel,
+    images: Tensor,
+    *,
+    cache_dir: Path,
+    key_parts: Mapping[str, Any],
+    name: str,
+    seed: int,
+    progress: bool,
+) -> list[float]:
+    """Load ``model``'s weights from the cache entry of ``key_parts``, or train it on ``images`` and store it.
+
+    Returns the training curve (the cached one when loaded) and leaves the model on ``images``' device in eval mode.
+    ``images`` are ``uint8 [N, C, H, W]`` on the device the model is trained on.
+    """
+    model.to(images.device)
+    key = stable_hash({"format": CACHE_FORMAT, "name": name, "seed": seed, **key_parts})
+    folder = cache_dir / "generators"
+    weights, record = folder / f"{name}-{key}.pt", folder / f"{name}-{key}.json"
+    if record.exists() and weights.exists():
+        model.load_state_dict(torch.load(weights, map_location=images.device, weights_only=True))
+        model.eval()
+        return list(json.loads(record.read_text())["curve"])
+
+    rng = torch.Generator().manual_seed(derive_seed(seed, "generator", name))
+    started = time.perf_counter()
+    curve = model.fit(images, rng, progress)
+    model.eval()
+    if not curve:  # a pretrained generator: nothing was trained, nothing to cache
+        return curve
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(weights, lambda path: torch.save(model.state_dict(), path))
+    entry = {
+        "name": name,
+        "seed": seed,
+        **key_parts,
+        "curve": curve,
+        "history": getattr(model, "history", {}),
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "n_images": int(images.shape[0]),
+    }
+    _write_atomically(record, lambda path: path.write_text(json.dumps(entry, indent=1, default=str)))
+    return curve
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

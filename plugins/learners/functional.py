@@ -1,0 +1,250 @@
+"""The functional core every learner runs on: a parameter-dict network, the one inner loop, and per-task mapping.
+
+Parameters are plain ``dict[str, Tensor]``; the backbone is called through ``torch.func.functional_call``, so the
+same code runs with meta-parameters or with a task's fast weights, one task at a time or under ``torch.func.vmap``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils import _pytree as pytree
+
+from metabench.errors import ConfigError
+from metabench.interfaces import Params, Strategy
+from metabench.tasks import MixPlan, OuterBatch, TaskBatch
+
+Vectorize = Literal["auto", "vmap", "loop"]
+VECTORIZE_CHOICES: tuple[str, ...] = ("auto", "vmap", "loop")
+Loss = Callable[[Tensor, Tensor], Tensor]
+Predict = Callable[[Params, OuterBatch, Tensor, Tensor], Tensor]
+"""``predict(params, outer, support_x, support_t)``: the output the outer loss compares with ``outer.targets``."""
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy against soft (e.g. mixed one-hot) targets, averaged over the batch."""
+    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def mse(prediction: Tensor, targets: Tensor) -> Tensor:
+    return (prediction - targets).square().mean()
+
+
+def task_loss(tasks: TaskBatch) -> Loss:
+    return soft_cross_entropy if tasks.is_classification else mse
+
+
+def task_score(tasks: TaskBatch) -> Loss:
+    """Accuracy (classification; targets one-hot) or MSE (regression) of one task's predictions."""
+    if tasks.is_classification:
+        return lambda logits, targets: (logits.argmax(-1) == targets.argmax(-1)).to(logits.dtype).mean()
+    return mse
+
+
+def lr_name(name: str) -> str:
+    """The meta-parameter holding MetaSGD's per-element inner learning rates of parameter ``name``."""
+    return f"inner_lr.{name}"
+
+
+def transform_name(layer: int) -> str:
+    """The meta-parameter holding T-Net's transformation applied at mixable layer ``layer``."""
+    return f"transform.{layer}"
+
+
+def initial_backbone_params(backbone: nn.Module, generator: torch.Generator) -> Params:
+    """Fresh parameters from ``generator`` when the backbone can draw them, else copies of its own."""
+    init = getattr(backbone, "init_parameters", None)
+    if init is not None:
+        return dict(init(generator))
+    return {name: p.detach().clone() for name, p in backbone.named_parameters()}
+
+
+def hidden_channels(backbone: nn.Module) -> list[int]:
+    """Channels (dimension 1) of the hidden batch at each mixable layer 1 .. n_layers − 1."""
+    input_shape = getattr(backbone, "input_shape", None)
+    if input_shape is None:
+        raise ConfigError(
+            f"learner 'tnet' needs a backbone with an 'input_shape' attribute to size its transforms; "
+            f"{type(backbone).__name__} has none"
+        )
+    with torch.no_grad():
+        reference = next(backbone.parameters())
+        h = torch.zeros(2, *input_shape, device=reference.device, dtype=reference.dtype)
+        channels = []
+        for layer in range(1, backbone.n_layers):
+            h = backbone(h, start=layer - 1, stop=layer)
+            channels.append(h.shape[1])
+    return channels
+
+
+@dataclass(frozen=True)
+class Network:
+    """The backbone called on a parameter dict, with T-Net's transforms after each block when ``transforms``."""
+
+    backbone: nn.Module
+    transforms: bool = False
+    names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(name for name, _ in self.backbone.named_parameters()))
+
+    @property
+    def n_layers(self) -> int:
+        return self.backbone.n_layers
+
+    @property
+    def representation_layer(self) -> int:
+        return self.backbone.n_layers - 1
+
+    def __call__(self, params: Params, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        weights = {name: params[name] for name in self.names}
+        if not self.transforms:
+            return functional_call(self.backbone, weights, (h,), {"start": start, "stop": stop})
+        for layer in range(start, self.representation_layer if stop is None else stop):
+            h = functional_call(self.backbone, weights, (h,), {"start": layer, "stop": layer + 1})
+            h = torch.movedim(torch.movedim(h, 1, -1) @ params[transform_name(layer + 1)].T, -1, 1)
+        if stop is not None:
+            return h
+        return functional_call(self.backbone, weights, (h,), {"start": self.representation_layer})
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """Gradient steps on the support set from the meta-parameters, for the parameters named in ``adapted``.
+
+    ``learned_lrs``: each parameter's step size is the meta-parameter :func:`lr_name` (MetaSGD), else ``lr``.
+    ``first_order``: the support gradients are treated as constants, so the meta-gradient skips second derivatives.
+    Uses ``torch.func.grad``, so one task's adaptation runs as is or under ``vmap`` (and under ``torch.no_grad``).
+    """
+
+    network: Network
+    adapted: tuple[str, ...]
+    lr: float
+    learned_lrs: bool = False
+
+    def adapt(self, params: Params, x: Tensor, t: Tensor, loss: Loss, steps: int, first_order: bool) -> Params:
+        """The fast weights (adapted parameters only) after ``steps`` steps on ``(x, t)``."""
+        fast = {name: params[name] for name in self.adapted}
+
+        def support_loss(weights: Params) -> Tensor:
+            return loss(self.network({**params, **weights}, x), t)
+
+        for _ in range(steps):
+            grads = torch.func.grad(support_loss)(fast)
+            fast = {
+                name: weight - self.step_size(params, name) * (grads[name].detach() if first_order else grads[name])
+                for name, weight in fast.items()
+            }
+        return fast
+
+    def step_size(self, params: Params, name: str) -> Tensor | float:
+        return params[lr_name(name)] if self.learned_lrs else self.lr
+
+
+def use_vmap(vectorize: Vectorize, device: torch.device, network: Network) -> bool:
+    """``auto``: vmap, except for convolutional backbones on CPU, where per-task weights turn each convolution into a
+    grouped one that is slower than a loop over tasks (benchmarks/bench_learners.py); fully connected layers batch
+    into fast batched matrix products (6x faster than the loop for the sinusoid MLP on CPU)."""
+    if vectorize != "auto":
+        return vectorize == "vmap"
+    convolutional = any(isinstance(module, nn.Conv2d) for module in network.backbone.modules())
+    return device.type != "cpu" or not convolutional
+
+
+def map_tasks(fn: Callable[[Params, Any], Any], shared: Params, batched: Any, vmap: bool) -> Any:
+    """``fn(shared, one task's slice of batched)`` for every task, outputs stacked along a new task dimension.
+
+    ``batched`` is a pytree of tensors with a leading task dimension. ``vmap`` runs one vectorized computation;
+    otherwise a Python loop over tasks (the same function, so both paths give the same numbers).
+    """
+    if vmap:
+        return torch.func.vmap(fn, in_dims=(None, 0))(shared, batched)
+    leaves, spec = pytree.tree_flatten(batched)
+    outputs = [fn(shared, pytree.tree_unflatten([leaf[i] for leaf in leaves], spec)) for i in range(leaves[0].shape[0])]
+    flat_outputs = [pytree.tree_flatten(output)[0] for output in outputs]
+    stacked = [torch.stack(column) for column in zip(*flat_outputs, strict=True)]
+    return pytree.tree_unflatten(stacked, pytree.tree_flatten(outputs[0])[1])
+
+
+def detached(params: Params) -> Params:
+    return {name: value.detach() for name, value in params.items()}
+
+
+@dataclass(frozen=True)
+class OuterObjective:
+    """The outer loss of one meta-batch under a strategy: what MAML-family learners and ProtoNets share.
+
+    ``predict`` turns the outer batch into outputs under a task's parameters (the rest of the network for
+    MAML-family learners; distances to the support prototypes for ProtoNets).
+    """
+
+    network: Network
+    strategy: Strategy
+    loss: Loss
+    predict: Predict
+    lookahead_lr: float
+    vmap: bool
+
+    def task_loss(self, layer: int) -> Callable[[Params, tuple], Tensor]:
+        def one_task(shared: Params, batch: tuple) -> Tensor:
+            fast, plan_tensors, support_x, support_t, query_x, query_t = batch
+            params = {**shared, **fast}
+
+            def encode(x: Tensor, stop: int) -> Tensor:
+                return self.network(params, x, 0, stop)
+
+            outer = self.strategy.apply(MixPlan(layer, plan_tensors), encode, support_x, support_t, query_x, query_t)
+            return self.loss(self.predict(params, outer, support_x, support_t), outer.targets)
+
+        return one_task
+
+    def losses(self, params: Params, fast: Params, plan: MixPlan, data: tuple[Tensor, ...]) -> Tensor:
+        """Per-task outer losses ``[T]``; ``data`` = (support_x, support_t, query_x, query_t) with task dimension."""
+        return map_tasks(self.task_loss(plan.layer), params, (fast, plan.tensors, *data), self.vmap)
+
+    def heldout_loss(self, params: Params, fast: Params, data: tuple[Tensor, ...]) -> Callable[[MixPlan], Tensor]:
+        """For :meth:`Strategy.refine`: the mean query loss after one SGD step (``lookahead_lr``) of the fast weights
+        on the outer batch a plan gives. Differentiable w.r.t. the plan's tensors only (weights are detached).
+        Lazy: a strategy whose ``refine`` never calls it costs nothing."""
+        shared, fast = detached(params), detached(fast)
+
+        def heldout(plan: MixPlan) -> Tensor:
+            outer_loss = self.task_loss(plan.layer)
+
+            def one_task(shared: Params, batch: tuple) -> Tensor:
+                fast_task, plan_tensors, support_x, support_t, query_x, query_t = batch
+                grads = torch.func.grad(
+                    lambda weights: outer_loss(shared, (weights, plan_tensors, support_x, support_t, query_x, query_t))
+                )(fast_task)
+                ahead = {name: w - self.lookahead_lr * grads[name] for name, w in fast_task.items()}
+                query = OuterBatch(query_x, query_t, 0)
+                return self.loss(self.predict({**shared, **ahead}, query, support_x, support_t), query_t)
+
+            return map_tasks(one_task, shared, (fast, plan.tensors, *data), self.vmap).mean()
+
+        return heldout
+
+    def meta_loss(self, params: Params, fast: Params, tasks: TaskBatch, rng: torch.Generator) -> Tensor:
+        """Plan, let the strategy refine the plan, then the mean outer loss over tasks."""
+        data = (tasks.support_x, tasks.soft_targets(tasks.support_y), tasks.query_x, tasks.soft_targets(tasks.query_y))
+        plan = self.strategy.plan(rng, tasks, self.network.n_layers)
+        plan = self.strategy.refine(plan, self.heldout_loss(params, fast, data))
+        return self.losses(params, fast, plan, data).mean()
+
+
+def top_singular_value(representations: Tensor, targets: Tensor) -> Tensor:
+    """Mean over classes of the largest singular value of one task's representations ``[S, D]`` of each class
+    (``targets`` one-hot ``[S, n_way]``): other classes' rows are zeroed, which leaves the singular values alone."""
+    per_class = targets.T[:, :, None] * representations.flatten(1)[None]
+    return torch.linalg.svdvals(per_class).amax(-1).mean()
+
+
+def gradient_norm(loss: Tensor, params: list[Tensor]) -> float:
+    """Norm of the gradient of ``loss`` w.r.t. ``params``; keeps the graph, which later losses may share."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return float(torch.sqrt(sum(g.square().sum() for g in grads if g is not None)))

@@ -1,0 +1,134 @@
+"""Prototypical Networks (Snell et al., 2017): no inner loop; queries scored by distance to the support prototypes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metabench.errors import ConfigError
+from metabench.interfaces import Params, Strategy
+from metabench.plugins.learners.functional import (
+    Network,
+    OuterObjective,
+    Vectorize,
+    detached,
+    gradient_norm,
+    initial_backbone_params,
+    map_tasks,
+    soft_cross_entropy,
+    top_singular_value,
+    use_vmap,
+)
+from metabench.tasks import OuterBatch, TaskBatch
+
+
+def prototype_logits(embeddings: Tensor, support_embeddings: Tensor, support_t: Tensor) -> Tensor:
+    """Negative squared Euclidean distances ``[B, n_way]`` to the class means of the support embeddings."""
+    prototypes = (support_t.T @ support_embeddings) / support_t.sum(0)[:, None]
+    return -(embeddings[:, None, :] - prototypes[None]).square().sum(-1)
+
+
+class ProtoNet:
+    """The embedding is the backbone's representation layer (``n_layers − 1``); the head is unused.
+
+    With an outer-loop strategy, mixing happens inside the embedding network under the meta-parameters: the outer
+    batch continues to the embedding layer and is scored against the support prototypes with soft labels.
+    Evaluation has no adaptation, so ``pre`` equals ``post``.
+    """
+
+    meta_trains = True
+
+    def __init__(self, *, lookahead_lr: float, vectorize: Vectorize):
+        self.lookahead_lr = lookahead_lr
+        self.vectorize = vectorize
+        self._network: Network | None = None
+
+    def init_params(self, backbone: nn.Module, generator: torch.Generator) -> Params:
+        self._network = Network(backbone)
+        params = initial_backbone_params(backbone, generator)
+        return {name: value.detach().requires_grad_() for name, value in params.items()}
+
+    @property
+    def network(self) -> Network:
+        if self._network is None:
+            raise RuntimeError("ProtoNet: call init_params(backbone, generator) first")
+        return self._network
+
+    def incompatible(self, strategy: Strategy, strategy_name: str) -> str | None:
+        return None
+
+    def embed(self, params: Params, h: Tensor, start: int = 0) -> Tensor:
+        return self.network(params, h, start, self.network.representation_layer).flatten(1)
+
+    def predict(self, params: Params, outer: OuterBatch, support_x: Tensor, support_t: Tensor) -> Tensor:
+        return prototype_logits(self.embed(params, outer.h, outer.layer), self.embed(params, support_x), support_t)
+
+    @staticmethod
+    def _require_classes(tasks: TaskBatch) -> None:
+        if not tasks.is_classification:
+            raise ConfigError(
+                "learner 'protonet' needs classification tasks (n_way set); got regression tasks (n_way None): "
+                "use a gradient-based learner such as 'maml'"
+            )
+
+    def meta_loss(
+        self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        self._require_classes(tasks)
+        vmap = use_vmap(self.vectorize, tasks.device, self.network)
+        objective = OuterObjective(self.network, strategy, soft_cross_entropy, self.predict, self.lookahead_lr, vmap)
+        # The lookahead of learned-λ strategies steps every parameter: ProtoNets' "fast weights" are the meta-weights.
+        fast = {name: value.expand(tasks.n_tasks, *value.shape) for name, value in params.items()}
+        loss = objective.meta_loss(params, fast, tasks, rng)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def evaluate(self, params: Params, tasks: TaskBatch) -> dict[str, Tensor]:
+        self._require_classes(tasks)
+
+        def one_task(shared: Params, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+            support_x, support_t, query_x, query_t = batch
+            support = self.embed(shared, support_x)
+            query_hits = prototype_logits(self.embed(shared, query_x), support, support_t).argmax(-1) == query_t.argmax(
+                -1
+            )
+            support_hits = prototype_logits(support, support, support_t).argmax(-1) == support_t.argmax(-1)
+            query_accuracy, support_accuracy = (
+                query_hits.to(support.dtype).mean(),
+                support_hits.to(support.dtype).mean(),
+            )
+            return {
+                "pre": query_accuracy,
+                "post": query_accuracy,
+                "train_pre": support_accuracy,
+                "train_post": support_accuracy,
+            }
+
+        batch = (tasks.support_x, tasks.soft_targets(tasks.support_y), tasks.query_x, tasks.soft_targets(tasks.query_y))
+        return map_tasks(one_task, detached(params), batch, use_vmap(self.vectorize, tasks.device, self.network))
+
+    def diagnostics(self, params: Params, tasks: TaskBatch) -> dict[str, float]:
+        """Gradient norms of the prototype loss of the support set and of the query set (w.r.t. the embedding
+        network), and the top singular value per class of the support embeddings; averaged over tasks."""
+        self._require_classes(tasks)
+        init = {name: value.detach().requires_grad_() for name, value in params.items()}
+        weights = [init[name] for name in sorted(self.network.names)]
+        support_t, query_t = tasks.soft_targets(tasks.support_y), tasks.soft_targets(tasks.query_y)
+        norms_support, norms_query, singular = [], [], []
+        with torch.enable_grad():
+            for i in range(tasks.n_tasks):
+                support = self.embed(init, tasks.support_x[i])
+                query_logits = prototype_logits(self.embed(init, tasks.query_x[i]), support, support_t[i])
+                norms_support.append(
+                    gradient_norm(
+                        soft_cross_entropy(prototype_logits(support, support, support_t[i]), support_t[i]), weights
+                    )
+                )
+                norms_query.append(gradient_norm(soft_cross_entropy(query_logits, query_t[i]), weights))
+                singular.append(float(top_singular_value(support.detach(), support_t[i])))
+        n = tasks.n_tasks
+        return {
+            "grad_norm_support": sum(norms_support) / n,
+            "grad_norm_query": sum(norms_query) / n,
+            "top_singular_value": sum(singular) / n,
+        }

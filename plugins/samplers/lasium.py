@@ -1,0 +1,329 @@
+"""LASIUM (Khodadadeh et al., ICLR 2021, Algorithm 1): meta-training tasks generated in a generative model's latent
+space, from unlabelled images.
+
+Per task: ``N`` anchor latents at pairwise Euclidean distance ``>= epsilon`` (drawn from the prior, or encoded from
+``N`` random unlabelled images when the generator has an encoder), then ``K_tr + K_val - 1`` in-class latents per
+anchor by one of three strategies: ``lasium-n`` adds noise, ``lasium-ro`` interpolates toward a random out-of-class
+latent, ``lasium-oc`` toward another class's anchor. All latents of a meta-batch are decoded in one call; per class
+the first ``K_tr`` images form the support set and the last ``K_val`` the query set.
+
+The latent-space steps are plain functions (:func:`sample_anchors`, :func:`noise_latents`,
+:func:`random_out_latents`, :func:`other_class_latents`) that work without decoding. LASIUM only makes
+meta-training tasks: evaluation uses the real labelled classes (the runner draws them with the standard sampler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from metabench.cache import stable_hash
+from metabench.errors import ConfigError
+from metabench.interfaces import GenerativeModel, ImageSplit, SamplerContext, Split, SplitName
+from metabench.plugins.generators.training import as_unit_float, fit_or_load
+from metabench.registry import Param, Register, default_registry
+from metabench.tasks import TaskBatch, TaskShape
+
+Strategy = Literal["n", "ro", "oc"]
+AnchorDraw = Callable[[int], tuple[Tensor, Tensor | None]]
+"""``draw(t)``: ``t`` candidate anchor sets ``[t, N, d]`` and, when they encode real images, those images' indices
+``[t, N]`` (else ``None``)."""
+
+_ENCODE_CHUNK = 512
+
+
+# ------------------------------------------------------------------------------------------------ latent-space steps
+def closest_pair_distance(latents: Tensor) -> Tensor:
+    """The smallest pairwise Euclidean distance within each set ``[T, N, d] -> [T]`` (``inf`` when ``N = 1``)."""
+    distances = torch.cdist(latents, latents)
+    diagonal = torch.eye(latents.shape[1], dtype=torch.bool, device=latents.device)
+    return distances.masked_fill(diagonal, float("inf")).flatten(1).amin(dim=1)
+
+
+@dataclass(frozen=True)
+class Anchors:
+    latents: Tensor  # [T, N, d]
+    index: Tensor | None  # [T, N] indices of the encoded images, or None for prior anchors
+    resamples: int  # candidate sets rejected (summed over tasks)
+
+
+def sample_anchors(draw: AnchorDraw, n_tasks: int, epsilon: float, max_resamples: int, *, where: str) -> Anchors:
+    """Anchor sets for ``n_tasks`` tasks whose latents are pairwise ``>= epsilon`` apart, by rejection sampling.
+
+    All tasks draw at once; each round redraws only the tasks whose set had a closer pair. A task still failing after
+    ``max_resamples`` redraws raises :class:`ConfigError` naming ``epsilon`` and the closest-pair distances seen.
+    """
+    latents, index = draw(n_tasks)
+    closest = closest_pair_distance(latents)
+    failing = closest < epsilon
+    rejected = [closest[failing]]
+    resamples = 0
+    for _ in range(max_resamples):
+        rows = failing.nonzero().squeeze(1)
+        if len(rows) == 0:
+            break
+        new_latents, new_index = draw(len(rows))
+        latents[rows] = new_latents
+        if index is not None and new_index is not None:
+            index[rows] = new_index
+        new_closest = closest_pair_distance(new_latents)
+        failing[rows] = new_closest < epsilon
+        rejected.append(new_closest[new_closest < epsilon])
+        resamples += len(rows)
+    if failing.any():
+        seen = torch.cat(rejected).float()
+        raise ConfigError(
+            f"{where}: found no {latents.shape[1]} anchors at pairwise distance >= epsilon = {epsilon:g} for "
+            f"{int(failing.sum())} of {n_tasks} tasks within max_resamples = {max_resamples} redraws; the closest "
+            f"pair of the {len(seen)} rejected draws was {float(seen.min()):.3g} to {float(seen.max()):.3g} apart "
+            f"(median {float(seen.median()):.3g}): choose epsilon below about {float(seen.max()):.3g} or raise "
+            "max_resamples"
+        )
+    return Anchors(latents, index, resamples)
+
+
+def noise_latents(anchors: Tensor, n_new: int, sigma2: float, rng: torch.Generator) -> Tensor:
+    """LASIUM-N: ``z' = z + e``, ``e ~ N(0, sigma2 I)``; ``[T, N, d] -> [T, N, n_new, d]``."""
+    shape = (*anchors.shape[:2], n_new, anchors.shape[2])
+    noise = torch.randn(shape, generator=rng, device=rng.device).to(anchors.device)
+    return anchors.unsqueeze(2) + sigma2**0.5 * noise
+
+
+def random_out_latents(anchors: Tensor, out_of_class: Tensor, alpha: float) -> Tensor:
+    """LASIUM-RO: ``z' = z + alpha (v - z)`` for fresh random latents ``v [T, N, n_new, d]``."""
+    z = anchors.unsqueeze(2)
+    return z + alpha * (out_of_class - z)
+
+
+def other_class_latents(anchors: Tensor, n_new: int, alpha: float, rng: torch.Generator) -> Tensor:
+    """LASIUM-OC: ``z' = z_i + alpha (z_j - z_i)`` toward the anchor of a class ``j != i`` of the same task, drawn
+    uniformly for each new latent; ``[T, N, d] -> [T, N, n_new, d]`` (needs ``N >= 2``)."""
+    n_tasks, n_way, _ = anchors.shape
+    offset = torch.randint(1, n_way, (n_tasks, n_way, n_new), generator=rng, device=rng.device).to(anchors.device)
+    other = (torch.arange(n_way, device=anchors.device).view(1, n_way, 1) + offset) % n_way
+    targets = anchors[torch.arange(n_tasks, device=anchors.device).view(n_tasks, 1, 1), other]
+    z = anchors.unsqueeze(2)
+    return z + alpha * (targets - z)
+
+
+# ------------------------------------------------------------------------------------------------------ the sampler
+def unlabelled_images(split: ImageSplit) -> Tensor:
+    """Every real image of ``split`` without its label: ``[M, C, H, W]`` (the padding of ragged classes left out)."""
+    if split.counts is None:
+        return split.images.flatten(0, 1)
+    present = torch.arange(split.images.shape[1], device=split.images.device) < split.counts.unsqueeze(1)
+    return split.images[present]
+
+
+@torch.no_grad()
+def _encode_all(model: GenerativeModel, images: Tensor) -> Tensor:
+    return torch.cat([model.encode(as_unit_float(chunk)) for chunk in images.split(_ENCODE_CHUNK)])
+
+
+@dataclass
+class LasiumSource:
+    """The :data:`TaskSource` a bound LASIUM sampler returns; counts the anchor resamplings it needed."""
+
+    model: GenerativeModel
+    strategy: Strategy
+    amount: float  # sigma2 for N, alpha for RO and OC
+    shape: TaskShape
+    epsilon: float
+    max_resamples: int
+    where: str
+    images: Tensor | None  # the real images the anchors are encoded from, or None for prior anchors
+    bank: Tensor | None  # their latents [M, d]
+    generator_curve: list[float]
+    resamples: int = 0
+    tasks_drawn: int = 0
+
+    def draw_anchor_sets(self, n_tasks: int, rng: torch.Generator) -> Anchors:
+        n_way = self.shape.n_way or 0
+        if self.bank is None:
+
+            def draw(t: int) -> tuple[Tensor, Tensor | None]:
+                return self.model.sample_prior(t * n_way, rng).view(t, n_way, -1), None
+
+        else:
+            bank = self.bank
+
+            def draw(t: int) -> tuple[Tensor, Tensor | None]:
+                scores = torch.rand(t, len(bank), generator=rng, device=rng.device)
+                index = scores.topk(n_way, dim=1).indices.to(bank.device)
+                return bank[index], index
+
+        return sample_anchors(draw, n_tasks, self.epsilon, self.max_resamples, where=self.where)
+
+    def in_class(self, anchors: Tensor, n_new: int, rng: torch.Generator) -> Tensor:
+        if self.strategy == "n":
+            return noise_latents(anchors, n_new, self.amount, rng)
+        if self.strategy == "ro":
+            n_tasks, n_way, _ = anchors.shape
+            fresh = self.model.sample_prior(n_tasks * n_way * n_new, rng).view(n_tasks, n_way, n_new, -1)
+            return random_out_latents(anchors, fresh, self.amount)
+        return other_class_latents(anchors, n_new, self.amount, rng)
+
+    @torch.no_grad()
+    def __call__(self, n_tasks: int, rng: torch.Generator) -> TaskBatch:
+        n_way, k_shot, k_query = self.shape.n_way or 0, self.shape.k_shot, self.shape.k_query
+        per_class = k_shot + k_query
+        anchors = self.draw_anchor_sets(n_tasks, rng)
+        latents = torch.cat([anchors.latents.unsqueeze(2), self.in_class(anchors.latents, per_class - 1, rng)], 2)
+        decoded = self.model.decode(latents.flatten(0, 2))
+        images = decoded.float().view(n_tasks, n_way, per_class, *decoded.shape[1:])
+        if anchors.index is not None and self.images is not None:  # paper Fig. 2: the anchor is the real image
+            images[:, :, 0] = as_unit_float(self.images[anchors.index])
+        self.resamples += anchors.resamples
+        self.tasks_drawn += n_tasks
+
+        labels = torch.arange(n_way, device=images.device).view(1, n_way, 1)
+        return TaskBatch(
+            support_x=images[:, :, :k_shot].flatten(1, 2).contiguous(),
+            support_y=labels.expand(n_tasks, n_way, k_shot).flatten(1),
+            query_x=images[:, :, k_shot:].flatten(1, 2).contiguous(),
+            query_y=labels.expand(n_tasks, n_way, k_query).flatten(1),
+            n_way=n_way,
+        )
+
+
+class LasiumSampler:
+    """Binds to the meta-train split: trains (or loads from the cache) the generator on its unlabelled images."""
+
+    def __init__(
+        self,
+        name: str,
+        strategy: Strategy,
+        amount: float,
+        *,
+        generator: str,
+        generator_params: dict[str, Any],
+        anchors: str,
+        epsilon: float,
+        max_resamples: int,
+    ):
+        self.name, self.strategy, self.amount = name, strategy, amount
+        self.generator, self.generator_params = generator, dict(generator_params)
+        self.anchors, self.epsilon, self.max_resamples = anchors, epsilon, max_resamples
+
+    def bind(self, split: Split, shape: TaskShape, context: SamplerContext, *, role: SplitName) -> LasiumSource:
+        where = f"sampler '{self.name}'"
+        if role != "train":
+            raise ConfigError(
+                f"{where}: asked for '{role}' tasks, but LASIUM samplers generate meta-training tasks only; "
+                "evaluation uses the real labelled classes of the split (the runner draws them with the standard "
+                "sampler)"
+            )
+        if not isinstance(split, ImageSplit) or shape.n_way is None:
+            raise ConfigError(f"{where}: LASIUM generates classification tasks from images; this dataset has none")
+        if shape.k_shot < 1 or shape.k_query < 1:
+            raise ConfigError(f"{where}: k_shot = {shape.k_shot} and k_query = {shape.k_query}; both must be >= 1")
+        if self.strategy == "oc" and shape.n_way < 2:
+            raise ConfigError(
+                f"{where}: n_way = {shape.n_way}, but LASIUM-OC interpolates toward other classes: it needs n_way >= 2"
+            )
+
+        registry = context.registry or default_registry()
+        generator_where = f"{where} generator_params"
+        model: GenerativeModel = registry.build(
+            "generator", self.generator, self.generator_params, where=generator_where, image_shape=split.image_shape
+        )
+        resolved = registry.get("generator", self.generator).resolve(self.generator_params, where=generator_where)
+        encoded = self.anchors == "encoded" or (self.anchors == "auto" and model.can_encode)
+        if encoded and not model.can_encode:
+            raise ConfigError(
+                f"{where}: anchors = 'encoded', but generator '{self.generator}' has no encoder; "
+                "use anchors = 'prior' or 'auto', or a generator that can encode (e.g. 'vae')"
+            )
+        images = unlabelled_images(split).to(context.device)
+        if encoded and len(images) < shape.n_way:
+            raise ConfigError(f"{where}: {len(images)} images cannot give {shape.n_way} distinct encoded anchors")
+
+        curve = fit_or_load(
+            model,
+            images,
+            cache_dir=context.cache_dir,
+            key_parts={
+                "dataset": context.dataset_key,
+                "split": role,
+                "classes": stable_hash(list(split.class_names)),
+                "params": resolved,
+            },
+            name=self.generator,
+            seed=context.seed,
+            progress=context.progress,
+        )
+        return LasiumSource(
+            model=model,
+            strategy=self.strategy,
+            amount=self.amount,
+            shape=shape,
+            epsilon=self.epsilon,
+            max_resamples=self.max_resamples,
+            where=where,
+            images=images if encoded else None,
+            bank=_encode_all(model, images) if encoded else None,
+            generator_curve=curve,
+        )
+
+
+# -------------------------------------------------------------------------------------------------- registration
+_COMMON_DOC = (
+    "Meta-training tasks only; evaluation runs on real labelled classes. Anchors: 'auto' encodes random real images "
+    "when the generator has an encoder (the anchor's own image is then the real one, paper Fig. 2), else draws from "
+    "the prior. epsilon is a Euclidean distance between latents; N(0, I) latents in d dimensions lie about "
+    "sqrt(2d) apart (6.3 for d = 20, 16 for d = 128). The paper's Table 9 thresholds (e.g. 187.5) are squared "
+    "distances in a 128-d GAN latent."
+)
+
+
+def _common_params() -> list[Param]:
+    return [
+        Param("generator", str, "vae", "registered generator trained on the unlabelled meta-train images"),
+        Param("generator_params", dict, {}, "parameters of the generator (see `metabench describe generator NAME`)"),
+        Param("anchors", str, "auto", "where anchors come from", choices=("auto", "prior", "encoded")),
+        Param("epsilon", float, 2.0, "minimum Euclidean distance between a task's anchor latents", low=0.0),
+        Param("max_resamples", int, 1000, "redraws of a task's anchor set before giving up", low=0),
+    ]
+
+
+def _factory(name: str, strategy: Strategy, amount_name: str) -> Callable[..., LasiumSampler]:
+    def factory(**params: Any) -> LasiumSampler:
+        amount = params.pop(amount_name)
+        return LasiumSampler(name, strategy, amount, **params)
+
+    factory.__doc__ = f"{__doc__}\n{_COMMON_DOC}"
+    return factory
+
+
+def register_all(register: Register) -> None:
+    register(
+        "lasium-n",
+        _factory("lasium-n", "n", "sigma2"),
+        summary="LASIUM-N: unsupervised tasks from a generator, in-class samples = anchor + N(0, sigma2) noise.",
+        params=[
+            *_common_params(),
+            Param("sigma2", float, 0.5, "variance of the in-class noise (paper Table 7: 0.5 best on Omniglot)", low=0),
+        ],
+    )
+    register(
+        "lasium-ro",
+        _factory("lasium-ro", "ro", "alpha"),
+        summary="LASIUM-RO: unsupervised tasks from a generator, interpolating toward random out-of-class latents.",
+        params=[
+            *_common_params(),
+            Param("alpha", float, 0.2, "interpolation fraction toward v (paper Table 7: 0.2 or 0.4)", low=0, high=1),
+        ],
+    )
+    register(
+        "lasium-oc",
+        _factory("lasium-oc", "oc", "alpha"),
+        summary="LASIUM-OC: unsupervised tasks from a generator, interpolating toward the task's other anchors.",
+        params=[
+            *_common_params(),
+            Param("alpha", float, 0.2, "interpolation fraction toward z_j (paper Table 7: 0.2 or 0.4)", low=0, high=1),
+        ],
+    )

@@ -1,0 +1,89 @@
+"""The outer-loop data strategies compared in the MetaMix paper (Table 16): Dq, Dcob, Mixup(Ds,Ds), Mixup(Dq,Dq)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from metabench.interfaces import Encode
+from metabench.plugins.strategies.mixing import (
+    PlanOnlyStrategy,
+    check_layers,
+    draw_beta,
+    draw_layer,
+    draw_permutations,
+    make_plan,
+    meta_batch_sizes,
+    mix,
+)
+from metabench.tasks import MixPlan, OuterBatch, TaskBatch
+
+
+class QueryStrategy(PlanOnlyStrategy):
+    """Dq: the outer loss is computed on the query set, at the inputs (the plain algorithm; MetaMix Eq. 2)."""
+
+    plain = True
+
+    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
+        return MixPlan(0)
+
+    def apply(
+        self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
+    ) -> OuterBatch:
+        return OuterBatch(query_x, query_t, 0)
+
+
+class ConcatenationStrategy(PlanOnlyStrategy):
+    """Dcob = Ds ⊕ Dq: the outer loss on the support set followed by the query set, at the inputs (MetaMix
+    Table 16)."""
+
+    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
+        return MixPlan(0)
+
+    def apply(
+        self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
+    ) -> OuterBatch:
+        return OuterBatch(torch.cat([support_x, query_x]), torch.cat([support_t, query_t]), 0)
+
+
+class SelfMixupStrategy(PlanOnlyStrategy):
+    """Manifold mixup of one set with a permutation of itself: Mixup(Ds,Ds) or Mixup(Dq,Dq), never across sets.
+
+    At a layer l drawn from ``layers``, sample j becomes ``λ_j h_j + (1 − λ_j) h_perm(j)`` with ``λ_j ~ Beta(alpha,
+    beta)``; targets likewise.
+    """
+
+    def __init__(self, source: Literal["support", "query"], layers: list[int] | None, alpha: float, beta: float):
+        self.source = source
+        self.layers = check_layers(layers)
+        self.alpha = alpha
+        self.beta = beta
+
+    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
+        n_tasks, n_support, n_query = meta_batch_sizes(tasks)
+        size = n_support if self.source == "support" else n_query
+        layer = draw_layer(rng, self.layers, n_layers)
+        perm = draw_permutations(rng, n_tasks, size)
+        return make_plan(layer, tasks, perm=perm, lam=draw_beta(rng, self.alpha, self.beta, (n_tasks, size)))
+
+    def apply(
+        self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
+    ) -> OuterBatch:
+        x, t = (support_x, support_t) if self.source == "support" else (query_x, query_t)
+        perm, lam = plan.tensors["perm"], plan.tensors["lam"]
+        h = encode(x, plan.layer)
+        return OuterBatch(mix(h, h[perm], lam), mix(t, t[perm], lam), plan.layer)
+
+
+def mixup_support(layers: list[int] | None, alpha: float, beta: float) -> SelfMixupStrategy:
+    """Mixup(Ds,Ds): at a layer l drawn uniformly from ``layers``, each support sample is mixed with a sample of a
+    random permutation of the support set, ``λ_j ~ Beta(alpha, beta)`` per sample; soft targets mixed the same way."""
+    return SelfMixupStrategy("support", layers, alpha, beta)
+
+
+def mixup_query(layers: list[int] | None, alpha: float, beta: float) -> SelfMixupStrategy:
+    """Mixup(Dq,Dq): at a layer l drawn uniformly from ``layers``, each query sample is mixed with a sample of a
+    random permutation of the query set, ``λ_j ~ Beta(alpha, beta)`` per sample; support and query never mix."""
+    return SelfMixupStrategy("query", layers, alpha, beta)

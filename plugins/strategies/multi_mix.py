@@ -1,0 +1,26 @@
+"""multi-mix (Shen et al., Sec. III-A, Eq. 6) in the outer loop: K ordered interpolations per support-query pair."""
+
+from __future__ import annotations
+
+import torch
+
+from metabench.plugins.strategies.metamix import MetaMixStrategy
+from metabench.plugins.strategies.mixing import draw_beta, draw_layer, draw_pairing, make_plan, meta_batch_sizes
+from metabench.tasks import MixPlan, TaskBatch
+
+
+class MultiMixPairsStrategy(MetaMixStrategy):
+    """multi-mix: MetaMix's support-query pairs, each mixed K times with ``λ_1 < … < λ_K`` (K sorted draws of
+    Beta(alpha, beta)) at the same layer. The outer batch holds all K·K_q mixes, so the usual mean loss over the batch
+    is the paper's average over the K interpolations (which lowers the variance of the meta-gradient, Sec. III-B)."""
+
+    def __init__(self, layers: list[int] | None, alpha: float, beta: float, k: int):
+        super().__init__(layers, alpha, beta)
+        self.k = k
+
+    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
+        n_tasks, n_support, n_query = meta_batch_sizes(tasks)
+        layer = draw_layer(rng, self.layers, n_layers)
+        pair = draw_pairing(rng, n_tasks, n_support, n_query)
+        lam = draw_beta(rng, self.alpha, self.beta, (n_tasks, n_query, self.k)).sort(dim=-1).values
+        return make_plan(layer, tasks, pair=pair, lam=lam)

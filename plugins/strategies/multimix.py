@@ -1,0 +1,56 @@
+"""MultiMix (Venkataramanan et al., Sec. 3.2, Eq. 6-8) in the outer loop: Dirichlet combinations of a whole task."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from metabench.errors import ConfigError
+from metabench.interfaces import Encode
+from metabench.plugins.strategies.mixing import (
+    PlanOnlyStrategy,
+    check_layers,
+    combine,
+    draw_dirichlet,
+    draw_layer,
+    make_plan,
+    meta_batch_sizes,
+)
+from metabench.tasks import MixPlan, OuterBatch, TaskBatch
+
+DEFAULT_SIZE_FACTOR = 4  # n = 4 (K_s + K_q) when n is not given: "n ≫ b" at a cost a CPU meta-step can afford
+
+
+class MultiMixStrategy(PlanOnlyStrategy):
+    """MultiMix: at a layer l drawn uniformly from ``layers``, ``n`` convex combinations of *all* support and query
+    embeddings of a task (m = K_s + K_q), each with its own weights ``λ_k ~ Dir(a_k)`` and ``a_k ~ U[alpha_low,
+    alpha_high]``; soft targets combined with the same weights. The outer batch has ``n`` samples."""
+
+    def __init__(self, layers: list[int] | None, n: int | None, alpha_low: float, alpha_high: float):
+        if alpha_low > alpha_high:
+            raise ConfigError(
+                f"strategy 'multimix' parameters alpha_low = {alpha_low} > alpha_high = {alpha_high}: the Dirichlet "
+                "concentration is drawn from U[alpha_low, alpha_high], so alpha_low must be <= alpha_high"
+            )
+        self.layers = check_layers(layers)
+        self.n = n
+        self.alpha_low = alpha_low
+        self.alpha_high = alpha_high
+
+    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
+        n_tasks, n_support, n_query = meta_batch_sizes(tasks)
+        size = n_support + n_query
+        n_mixed = self.n if self.n is not None else DEFAULT_SIZE_FACTOR * size
+        layer = draw_layer(rng, self.layers, n_layers)
+        low, high = self.alpha_low, self.alpha_high
+        concentration = low + (high - low) * torch.rand(n_tasks, n_mixed, generator=rng, dtype=torch.float64)
+        return make_plan(layer, tasks, weights=draw_dirichlet(rng, concentration, size))
+
+    def apply(
+        self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
+    ) -> OuterBatch:
+        # Each set is encoded on its own, as MetaMix does, so batch statistics are those of the support and the query.
+        h = torch.cat([encode(support_x, plan.layer), encode(query_x, plan.layer)])
+        targets = torch.cat([support_t, query_t])
+        weights = plan.tensors["weights"]
+        return OuterBatch(combine(weights, h), combine(weights, targets), plan.layer)

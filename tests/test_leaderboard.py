@@ -1,0 +1,147 @@
+"""Leaderboard aggregation, the paired test, and the rendered Markdown / CSV / plot files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from metabench.leaderboard import aggregate, paired_test, runs_frame, write_leaderboard
+
+
+def record(
+    learner: str,
+    strategy: str,
+    seed: int,
+    per_task: list[float],
+    *,
+    status: str = "ok",
+    metric: str = "accuracy",
+    error: str | None = None,
+) -> dict:
+    scored = status == "ok"
+    return {
+        "config_hash": f"{learner}-{strategy}-{seed}",
+        "label": f"standard/{learner}/{strategy}/seed={seed}",
+        "config": {
+            "benchmark": "bench",
+            "profile": "quick",
+            "sampler": {"name": "standard", "label": "standard"},
+            "learner": {"name": learner, "label": learner},
+            "strategy": {"name": strategy, "label": strategy},
+            "seed": seed,
+        },
+        "environment": {"device_name": "CPU (test)", "commit": "abc1234"},
+        "status": status,
+        "error": error,
+        "metric": {"name": metric, "higher_is_better": metric == "accuracy"},
+        "metrics": {"test": {"mean": float(np.mean(per_task)), "per_task": per_task}} if scored else {},
+        "steps_per_s": 2.0 if scored else None,
+        "meta_overfitting": {"meta_train": {"pre": 0.2, "post": 0.9}, "meta_test": {"pre": 0.2, "post": 0.6}},
+        "diagnostics": {"grad_norm_support": 0.5, "grad_norm_query": 1.5},
+        "curves": [
+            {"step": 1, "train_pre": 0.2, "train_post": 0.5, "val_pre": 0.2, "val_post": 0.4},
+            {"step": 2, "train_pre": 0.3, "train_post": 0.7, "val_pre": 0.2, "val_post": 0.5},
+        ]
+        if scored
+        else [],
+    }
+
+
+def store(out: Path, records: list[dict]) -> None:
+    (out / "runs").mkdir(parents=True)
+    for r in records:
+        (out / "runs" / f"{r['config_hash']}.json").write_text(json.dumps(r))
+
+
+def test_paired_test_matches_a_hand_computation():
+    a = [0.8, 0.6, 0.9, 0.7, 0.75]
+    b = [0.7, 0.65, 0.8, 0.6, 0.7]
+    d = np.subtract(a, b)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    delta, p = paired_test(a, b)
+    assert delta == pytest.approx(d.mean())
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df=len(d) - 1))
+
+
+def test_paired_test_pairs_tasks_where_an_unpaired_test_cannot_see_the_difference():
+    rng = np.random.default_rng(0)
+    hardness = rng.uniform(0.2, 1.0, 200)  # tasks differ far more than the strategies do
+    better = hardness + 0.02 + rng.normal(0, 0.01, 200)
+    _, p_paired = paired_test(better, hardness)
+    assert p_paired < 1e-6
+    assert stats.ttest_ind(better, hardness).pvalue > 0.05
+    assert paired_test(hardness, hardness) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="same length"):
+        paired_test([1.0, 2.0], [1.0])
+
+
+def test_aggregate_over_seeds_and_delta_vs_query():
+    base = [0.5, 0.6, 0.7, 0.8]
+    records = [
+        record("maml", "query", 0, base),
+        record("maml", "query", 1, [s + 0.02 for s in base]),
+        record("maml", "metamix", 0, [s + 0.10 for s in base]),
+        record("maml", "metamix", 1, [s + 0.08 for s in base[:2]] + [s + 0.12 for s in base[2:]]),
+    ]
+    cells = aggregate(runs_frame(records)).set_index("strategy")
+    assert cells.loc["query", "mean"] == pytest.approx(np.mean(base) + 0.01)
+    seed_means = [np.mean(base), np.mean(base) + 0.02]
+    assert cells.loc["query", "ci95_seeds"] == pytest.approx(1.96 * np.std(seed_means, ddof=1) / math.sqrt(2))
+    per_task = np.mean([base, [s + 0.02 for s in base]], axis=0)
+    assert cells.loc["query", "ci95_tasks"] == pytest.approx(1.96 * np.std(per_task, ddof=1) / 2)
+    assert cells.loc["metamix", "delta"] == pytest.approx(0.09)
+    assert cells.loc["metamix", "rank"] == 1 and cells.loc["query", "rank"] == 2
+    assert math.isnan(cells.loc["query", "delta"])
+
+
+def test_leaderboard_files(tmp_path):
+    base = list(np.linspace(0.3, 0.9, 20))
+    store(
+        tmp_path,
+        [
+            record("maml", "query", 0, base),
+            record("maml", "metamix", 0, [s + 0.05 for s in base]),
+            record("protonet", "query", 0, [s + 0.01 for s in base]),
+            record("protonet", "metamix", 0, [], status="not-applicable", error="protonet has no inner loop"),
+            record("maml", "cob", 0, [], status="failed", error="NonFiniteLoss: meta-loss is nan at step 3"),
+        ],
+    )
+    paths = write_leaderboard(tmp_path)
+    names = [p.name for p in paths]
+    assert names[:3] == ["LEADERBOARD.md", "leaderboard.csv", "leaderboard.png"]
+    assert sum(name.endswith(".png") for name in names) == 1 + 3  # the summary plot and one per successful run
+    text = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "commit abc1234" in text and "device CPU (test)" in text and "profile quick" in text
+    assert "## bench (profile `quick`)" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header[:5] == ["rank", "sampler", "learner", "strategy", "accuracy %"]
+    first = [c.strip() for c in table[2].strip("|").split("|")]
+    assert first[:5] == ["1", "standard", "maml", "metamix", f"**{np.mean(base) * 100 + 5:.2f}**"]
+    assert first[header.index("Δ vs query")] == "+5.00 *"
+    assert "**not-applicable** standard/protonet/metamix seed 0: protonet has no inner loop" in text
+    assert "**failed** standard/maml/cob seed 0: NonFiniteLoss" in text
+    assert "### Analyses" in text and "‖∇‖ support" in text
+    csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert len(csv) == 3 and set(csv["strategy"]) == {"query", "metamix"}
+
+
+def test_lower_is_better_for_regression(tmp_path):
+    store(
+        tmp_path,
+        [
+            record("maml", "query", 0, [1.0, 2.0, 3.0], metric="mse"),
+            record("maml", "metamix", 0, [0.5, 1.0, 1.5], metric="mse"),
+        ],
+    )
+    write_leaderboard(tmp_path)
+    text = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "mse (lower is better)" in text
+    first = [line for line in text.splitlines() if line.startswith("|")][2]
+    assert "metamix" in first and "**1.00**" in first

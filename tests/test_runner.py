@@ -1,0 +1,251 @@
+"""The runner's mechanics on fake components: records, failures, not-applicable, resume, hooks, the CI math."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import fake_components
+import pytest
+import torch
+
+from metabench import hookimpl, results
+from metabench.cli import main
+from metabench.evaluation import fixed_tasks, make_generator, summarize
+from metabench.executor import SequentialExecutor
+from metabench.interfaces import SamplerContext
+from metabench.leaderboard import write_leaderboard
+from metabench.registry import Registry
+from metabench.runner import RunOptions
+from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
+from metabench.tasks import TaskShape
+
+
+class Recorder:
+    """A reporter plugin: keeps every lifecycle event; can interrupt seed 0 like Ctrl-C at a given step."""
+
+    def __init__(self, interrupt_at: int = 0):
+        self.events: list[tuple[str, Any]] = []
+        self.interrupt_at = interrupt_at
+
+    @hookimpl
+    def metabench_run_started(self, spec):
+        self.events.append(("started", spec.label))
+
+    @hookimpl
+    def metabench_step_finished(self, spec, step, metrics):
+        self.events.append(("step", step))
+        assert "loss" in metrics
+        if step == self.interrupt_at and spec.seed == 0:
+            raise KeyboardInterrupt
+
+    @hookimpl
+    def metabench_evaluation_finished(self, spec, split, scores):
+        self.events.append((split, scores["step"]))
+
+    @hookimpl
+    def metabench_run_finished(self, spec, record):
+        self.events.append(("finished", record["status"]))
+
+    @hookimpl
+    def metabench_leaderboard_written(self, paths):
+        self.events.append(("leaderboard", [p.name for p in paths]))
+
+    def of(self, kind: str) -> list[Any]:
+        return [value for name, value in self.events if name == kind]
+
+
+def registry_with(*plugins: object) -> Registry:
+    return Registry.load(extra_plugins=[fake_components, *plugins], entry_points=False)
+
+
+def spec(seed: int = 0, steps: int = 12, strategy: str = "query", **learner: Any) -> RunSpec:
+    return RunSpec(
+        benchmark="fake",
+        dataset=ComponentRef.of("fake-images", {"examples": 6}),
+        sampler=ComponentRef.of("standard"),
+        learner=ComponentRef.of(
+            "fake-learner", {"fail_at": 0, "nan_at": 0, "refuse": "", "meta_trains": True, **learner}
+        ),
+        strategy=ComponentRef.of(strategy),
+        backbone=ComponentRef.of("fake-mlp", {"hidden": 8}),
+        protocol=EvalProtocol(n_way=3, k_shot=1, k_query=2, eval_tasks=30, val_tasks=8, eval_chunk=7),
+        training=Training(meta_steps=steps, meta_batch=2, meta_lr=0.05, validate_every=4, checkpoint_every=5),
+        seed=seed,
+    )
+
+
+def options(out: Path) -> RunOptions:
+    return RunOptions(out=out, device="cpu", progress=False)
+
+
+def test_summary_matches_a_hand_computation():
+    summary = summarize([1.0, 2.0, 3.0, 4.0])
+    std = math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3)  # sample standard deviation
+    assert summary["mean"] == pytest.approx(2.5)
+    assert summary["std"] == pytest.approx(std)
+    assert summary["ci95"] == pytest.approx(1.96 * std / 2)
+    assert summary["n"] == 4
+
+
+def test_a_run_writes_a_complete_record(tmp_path):
+    recorder = Recorder()
+    [record] = SequentialExecutor(registry_with(recorder)).run([spec()], options(tmp_path))
+    assert record["status"] == "ok" and record["error"] is None
+    assert (tmp_path / "runs" / f"{spec().config_hash}.json").exists()
+    test = record["metrics"]["test"]
+    assert test["n"] == 30 and len(test["per_task"]) == 30
+    assert test["mean"] == pytest.approx(sum(test["per_task"]) / 30, abs=1e-5)
+    assert test["ci95"] == pytest.approx(summarize(test["per_task"])["ci95"], abs=1e-5)
+    assert [c["step"] for c in record["curves"]] == [4, 8, 12]
+    assert {"train_pre", "train_post", "val_pre", "val_post"} <= set(record["curves"][0])
+    assert set(record["meta_overfitting"]) == {"meta_train", "meta_test"}
+    assert record["diagnostics"] == {"grad_norm_support": 1.0, "grad_norm_query": 2.0}
+    assert record["steps"] == 12 and record["steps_per_s"] > 0 and record["best_step"] in (4, 8, 12)
+    assert record["environment"]["device"] == "cpu" and record["environment"]["versions"]["torch"]
+    assert not results.checkpoint_path(tmp_path, spec()).exists()
+    # every lifecycle hook fired, in order
+    assert recorder.of("started") == [spec().label]
+    assert recorder.of("step") == list(range(1, 13))
+    assert recorder.of("val") == [4, 8, 12] and recorder.of("test") == [None]
+    assert recorder.of("finished") == ["ok"]
+    write_leaderboard(tmp_path, registry_with(recorder))
+    assert "LEADERBOARD.md" in recorder.of("leaderboard")[0]
+
+
+def test_same_seed_same_numbers_and_evaluation_tasks_are_fixed(tmp_path):
+    registry = registry_with()
+    first = SequentialExecutor(registry).run([spec(seed=3)], options(tmp_path / "a"))[0]
+    second = SequentialExecutor(registry).run([spec(seed=3)], options(tmp_path / "b"))[0]
+    assert first["metrics"]["test"]["per_task"] == second["metrics"]["test"]["per_task"]
+    dataset = fake_components.FakeImages()
+    context = SamplerContext(torch.device("cpu"), 0, tmp_path, "fake-key")
+    protocol = EvalProtocol(n_way=3, k_query=2)
+    tasks = fixed_tasks(dataset, "test", 5, protocol, registry, context)
+    # the standard sampler on the test split with a generator seeded by (eval seed, split), whatever the run
+    source = fake_components.FakeSampler().bind(dataset.split("test"), TaskShape(3, 1, 2), context, role="test")
+    assert torch.equal(source(5, make_generator(protocol.eval_seed, "test")).query_x, tasks.query_x)
+    assert not torch.equal(fixed_tasks(dataset, "val", 5, protocol, registry, context).query_x, tasks.query_x)
+
+
+def test_failing_and_nan_runs_are_recorded_and_the_others_go_on(tmp_path):
+    specs = [spec(fail_at=3), spec(nan_at=2), spec(seed=1)]
+    records = SequentialExecutor(registry_with()).run(specs, options(tmp_path))
+    assert [r["status"] for r in records] == ["failed", "failed", "ok"]
+    assert "RuntimeError: fake failure at step 3" in records[0]["error"]
+    assert "NonFiniteLoss" in records[1]["error"] and "step 2" in records[1]["error"]
+    write_leaderboard(tmp_path)
+    board = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "fake failure at step 3" in board and "NonFiniteLoss" in board
+
+
+def test_not_applicable_is_recorded_with_the_reason(tmp_path):
+    recorder = Recorder()
+    [record] = SequentialExecutor(registry_with(recorder)).run(
+        [spec(strategy="support", refuse="support")], options(tmp_path)
+    )
+    assert record["status"] == "not-applicable"
+    assert record["error"] == "fake learner refuses 'support'"
+    assert recorder.of("step") == [] and recorder.of("finished") == ["not-applicable"]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_and_finished_runs_are_skipped(tmp_path):
+    reference = SequentialExecutor(registry_with()).run([spec()], options(tmp_path / "reference"))[0]
+
+    out = tmp_path / "interrupted"
+    first = Recorder(interrupt_at=7)
+    executor = SequentialExecutor(registry_with(first))
+    with pytest.raises(KeyboardInterrupt):
+        executor.run([spec(seed=1), spec()], options(out))
+    assert first.of("finished") == ["ok"]  # seed 1 finished before the interrupted run
+    assert results.checkpoint_path(out, spec()).exists() and results.load_record(out, spec()) is None
+
+    second = Recorder()
+    records = SequentialExecutor(registry_with(second)).run([spec(seed=1), spec()], options(out))
+    assert second.of("started") == [spec().label]  # the finished run is not run again
+    assert second.of("step") == list(range(6, 13))  # resumed after the checkpoint at step 5
+    assert records[1]["resumed_from"] == 5
+    assert records[1]["metrics"]["test"]["per_task"] == reference["metrics"]["test"]["per_task"]
+    assert records[1]["curves"] == reference["curves"]
+
+    third = Recorder()
+    SequentialExecutor(registry_with(third)).run([spec(seed=1), spec()], options(out))
+    assert third.events == []
+
+
+def test_retry_failed_runs_failed_records_again(tmp_path):
+    failing = spec(fail_at=2)
+    SequentialExecutor(registry_with()).run([failing], options(tmp_path))
+    recorder = Recorder()
+    SequentialExecutor(registry_with(recorder)).run([failing], options(tmp_path))
+    assert recorder.events == []
+    retry = RunOptions(out=tmp_path, device="cpu", progress=False, retry_failed=True)
+    SequentialExecutor(registry_with(recorder)).run([failing], retry)
+    assert recorder.of("finished") == ["failed"]
+
+
+def test_jsonl_reporter_logs_every_event(tmp_path, monkeypatch):
+    from metabench.plugins import reporters
+
+    log = tmp_path / "events.jsonl"
+    monkeypatch.setenv("METABENCH_LOG", str(log))
+    registry = registry_with(reporters)
+    SequentialExecutor(registry).run([spec(steps=4)], options(tmp_path))
+    write_leaderboard(tmp_path, registry)
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events == [
+        "run_started",
+        *["step_finished"] * 4,
+        "evaluation_finished",
+        "evaluation_finished",
+        "run_finished",
+        "leaderboard_written",
+    ]
+
+
+TINY_REAL = """
+[benchmark]
+name = "tiny-omniglot"
+
+[dataset]
+name = "omniglot"
+
+[backbone]
+name = "conv4"
+params = { filters = 4, blocks = 2 }
+
+[protocol]
+n_way = 3
+k_shot = 1
+k_query = 1
+eval_tasks = 6
+val_tasks = 2
+
+[training]
+meta_steps = 2
+meta_batch = 2
+validate_every = 1
+checkpoint_every = 1
+diagnostic_tasks = 2
+
+[grid]
+samplers = ["standard", "nme"]
+learners = ["maml", "protonet"]
+strategies = ["query", "metamix"]
+seeds = [0]
+"""
+
+
+def test_cli_runs_a_tiny_real_benchmark_end_to_end(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_REAL)
+    out = tmp_path / "results"
+    assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-progress", "--only", "seed=0"]) == 0
+    records = results.load_records(out)
+    assert len(records) == 8 and {r["status"] for r in records} <= {"ok", "not-applicable"}
+    assert "leaderboard:" in capsys.readouterr().out
+    text = (out / "LEADERBOARD.md").read_text()
+    assert "## tiny-omniglot" in text and "metamix" in text
+    assert main(["leaderboard", str(out)]) == 0
