@@ -79,11 +79,15 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
     specs = config.select(config.load_benchmark(args.file, registry, profile=args.profile), args.only)
     if not specs:
         raise MetabenchError(f"{args.file}: no run matches --only {args.only!r}")
+    if args.threads < 1:
+        raise MetabenchError(f"--threads {args.threads}: must be >= 1")
     resolve_device(args.device)  # fail before the first run, not in each
-    options = RunOptions(
-        out=args.out, device=args.device, progress=not args.no_progress, retry_failed=args.retry_failed
-    )
-    records = SequentialExecutor(registry).run(specs, options)
+    options = RunOptions(args.out, args.device, args.threads, not args.no_progress, args.retry_failed)
+    try:
+        records = SequentialExecutor(registry).run(specs, options)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
     paths = leaderboard.write_leaderboard(args.out, registry)
     counts = {status: sum(r["status"] == status for r in records) for status in ("ok", "not-applicable", "failed")}
     print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {paths[0]}")
@@ -116,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", type=Path, help="benchmark TOML, e.g. benchmarks/default.toml")
     run.add_argument("--profile", help="named profile of the file (e.g. quick, paper)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared or small machine more threads oversubscribe the cores and "
+        "run several times slower; raise it on a dedicated many-core CPU)",
+    )
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
     run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")

@@ -88,7 +88,6 @@ class _Benchmark:
 
     def __init__(self, path: Path, raw: dict[str, Any], profile: str | None, registry: Registry):
         self.path, self.registry, self.profile = path, registry, profile or ""
-        self._check_keys(raw, SECTIONS, "")
         profiles = raw.get("profiles", {})
         if profile is not None and profile not in profiles:
             raise ConfigError(
@@ -96,7 +95,8 @@ class _Benchmark:
                 f"profiles: {', '.join(profiles) or '(none)'}"
             )
         self.override = profiles.get(profile, {}) if profile else {}
-        self._check_keys(self.override, [s for s in SECTIONS if s != "profiles"], f"profiles.{profile}.")
+        self._check_keys(raw, SECTIONS)
+        self._check_keys(self.override, [s for s in SECTIONS if s != "profiles"])
         base = {k: v for k, v in raw.items() if k != "profiles"}
         self.config = _merge(base, self.override)
 
@@ -119,12 +119,12 @@ class _Benchmark:
         dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
         return prefix + dotted
 
-    def _check_keys(self, table: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
+    def _check_keys(self, table: Mapping[str, Any], allowed: Iterable[str], *path: str | int) -> None:
         allowed = list(allowed)
         for key in table:
             if key not in allowed:
                 raise ConfigError(
-                    f"{self.path}: {prefix}{key}: unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+                    f"{self.where(*path, key)}: unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
                 )
 
     def _table(self, *keys: str) -> dict[str, Any]:
@@ -137,7 +137,7 @@ class _Benchmark:
 
     def _section(self, name: str, params: tuple[Param, ...]) -> dict[str, Any]:
         table = self._table(name)
-        self._check_keys(table, [p.name for p in params], f"{name}.")
+        self._check_keys(table, [p.name for p in params], name)
         return {
             p.name: p.validate(table[p.name], component=name, where=self.where(name, p.name))
             if p.name in table
@@ -152,7 +152,7 @@ class _Benchmark:
             entry = {"name": entry}
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{where}: expected a {kind} name or a table with 'name' (and 'params', 'label')")
-        self._check_keys(entry, ("name", "params", "label"), self.key(*keys) + ".")
+        self._check_keys(entry, ("name", "params", "label"), *keys)
         spec = self.registry.get(kind, entry["name"], where=where)
         shared = self._table("params", kind).get(spec.name, {})
         if shared:  # validated on its own so that an error points at the [params.KIND.NAME] table
@@ -174,7 +174,7 @@ class _Benchmark:
 
     def expand(self) -> list[RunSpec]:
         benchmark = self._table("benchmark")
-        self._check_keys(benchmark, ("name", "description"), "benchmark.")
+        self._check_keys(benchmark, ("name", "description"), "benchmark")
         name = benchmark.get("name", self.path.stem)
         if not isinstance(name, str):
             raise ConfigError(f"{self.where('benchmark', 'name')}: expected a string")
@@ -183,7 +183,7 @@ class _Benchmark:
                 raise ConfigError(f"{self.where('params', kind)}: unknown component kind")
             for component in self._table("params", kind):
                 self.registry.get(kind, component, where=self.where("params", kind, component))
-        self._check_keys(self._table("grid"), (*GRID_AXES, "seeds"), "grid.")
+        self._check_keys(self._table("grid"), (*GRID_AXES, "seeds"), "grid")
         seeds = self._table("grid").get("seeds", [0])
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
             raise ConfigError(f"{self.where('grid', 'seeds')}: expected a non-empty list of integers >= 0")
@@ -192,7 +192,8 @@ class _Benchmark:
         protocol = EvalProtocol(**self._section("protocol", PROTOCOL_PARAMS))
         training = Training(**self._section("training", TRAINING_PARAMS))
         axes = [self._axis(axis, kind) for axis, kind in GRID_AXES.items()]
+        # seed outermost: a benchmark stopped halfway already has every cell of the first seeds
         return [
             RunSpec(name, dataset, sampler, learner, strategy, backbone, protocol, training, seed, self.profile)
-            for sampler, learner, strategy, seed in itertools.product(*axes, seeds)
+            for seed, sampler, learner, strategy in itertools.product(seeds, *axes)
         ]

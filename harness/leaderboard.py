@@ -72,6 +72,7 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "meta_overfitting": record.get("meta_overfitting"),
                 "diagnostics": record.get("diagnostics") or {},
                 "best_step": record.get("best_step"),
+                "has_curves": bool(record.get("curves")),
             }
         )
     return pd.DataFrame(rows)
@@ -112,16 +113,16 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                     if split in mo
                 },
                 **diagnostics.mean(numeric_only=True).to_dict(),
-                "plot_hash": group.sort_values("seed")["config_hash"].iloc[0],
+                "plot_hash": next(iter(group[group["has_curves"]].sort_values("seed")["config_hash"]), None),
             }
         )
     table = pd.DataFrame(cells)
     if table.empty:
         return table
     table[["delta", "p_value"]] = [_versus_baseline(ok, cell) for cell in table.itertuples()]
-    table["rank"] = table.groupby(["benchmark", "profile"])["mean"].rank(
-        ascending=not table["higher_is_better"].iloc[0], method="min"
-    )
+    # lower is better for a regression error: rank on the score signed so that larger is better
+    signed = table["mean"].where(table["higher_is_better"], -table["mean"])
+    table["rank"] = signed.groupby([table["benchmark"], table["profile"]]).rank(ascending=False, method="min")
     return table.sort_values(["benchmark", "profile", "rank"]).reset_index(drop=True)
 
 
@@ -200,9 +201,9 @@ def _detail_table(cells: pd.DataFrame) -> str:
         rows.append(
             [f"{cell['sampler']}/{cell['learner']}/{cell['strategy']}"]
             + [_number(cell[c], 1.0, 3) for c in present]
-            + [f"[curves](plots/{cell['plot_hash']}.png)"]
+            + [f"[curves](plots/{cell['plot_hash']}.png)" if isinstance(cell["plot_hash"], str) else ""]
         )
-    return tabulate(rows, headers=["cell", *[columns[c] for c in present], "plot (seed 0)"], tablefmt="github")
+    return tabulate(rows, headers=["cell", *[columns[c] for c in present], "plot (first seed)"], tablefmt="github")
 
 
 def _unfinished(runs: pd.DataFrame) -> str:
@@ -275,11 +276,19 @@ def plot_cells(cells: pd.DataFrame, path: Path) -> None:
 
 
 def plot_run(record: dict[str, Any], path: Path) -> None:
-    """Pre- vs post-adaptation score on meta-train and meta-validation queries over training (MetaMix Fig. 2)."""
+    """Pre- vs post-adaptation score on meta-train and meta-validation queries over training (MetaMix Fig. 2).
+
+    Held-out classes are followed on the validation tasks: the test tasks are scored once, at the end."""
     curves = pd.DataFrame(record["curves"])
     figure, axis = plt.subplots(figsize=(6, 4))
-    for column, style in [("train_pre", "C0--"), ("train_post", "C0-"), ("val_pre", "C1--"), ("val_post", "C1-")]:
-        axis.plot(curves["step"], curves[column], style, marker=".", label=column.replace("_", " "))
+    lines = {
+        "train_pre": "meta-train pre",
+        "train_post": "meta-train post",
+        "val_pre": "meta-val pre",
+        "val_post": "meta-val post",
+    }
+    for (column, label), style in zip(lines.items(), ["C0--", "C0-", "C1--", "C1-"], strict=True):
+        axis.plot(curves["step"], curves[column], style, marker=".", label=label)
     axis.set_xlabel("meta-step")
     axis.set_ylabel(record["metric"]["name"])
     axis.set_title(record["label"], fontsize="small")

@@ -22,6 +22,8 @@ from metabench.runspec import RunSpec
 
 FINISHED = ("ok", "not-applicable", "failed")
 _PACKAGES = ("metabench", "torch", "numpy", "scipy", "pluggy")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def record_path(out: Path, spec: RunSpec) -> Path:
@@ -35,6 +37,7 @@ def checkpoint_path(out: Path, spec: RunSpec) -> Path:
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make records unreadable to other users
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)

@@ -2,7 +2,8 @@
 the benchmark's fixed tasks, and write the JSON record.
 
 A run that raises or whose loss is not finite becomes a ``failed`` record; a learner that cannot use the strategy
-becomes ``not-applicable``. ``KeyboardInterrupt`` is not caught: the last checkpoint stays and the rerun resumes it.
+(``incompatible`` gives a reason, or a component raises :class:`IncompatibleError`) becomes ``not-applicable``.
+``KeyboardInterrupt`` is not caught: the last checkpoint stays and the rerun resumes it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from metabench import results
 from metabench.cache import cache_dir, stable_hash
-from metabench.errors import ConfigError
+from metabench.errors import ConfigError, IncompatibleError
 from metabench.evaluation import (
     derive_seed,
     evaluate_tasks,
@@ -46,12 +47,9 @@ class RunOptions:
 
     out: Path = Path("results")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads for CPU runs; None: torch's default
     progress: bool = True
     retry_failed: bool = False
-
-
-class NotApplicable(Exception):
-    """The learner cannot use the strategy; carries the learner's reason."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -87,6 +85,8 @@ def run_unit(spec: RunSpec, options: RunOptions) -> dict[str, Any]:
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record (written to ``options.out/runs/<hash>.json``) and return the record."""
     device = resolve_device(options.device)
+    if device.type == "cpu" and options.threads:
+        torch.set_num_threads(options.threads)
     started = time.time()
     fire(registry, "metabench_run_started", spec=spec)
     record: dict[str, Any] = {
@@ -102,7 +102,7 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     }
     try:
         record.update(_execute(spec, registry, options, device))
-    except NotApplicable as reason:
+    except IncompatibleError as reason:
         record.update(status="not-applicable", error=str(reason))
     except Exception as error:  # noqa: BLE001 - a failed run is data; the other runs go on
         record.update(
@@ -136,7 +136,7 @@ def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: tor
     strategy: Strategy = _build(registry, "strategy", spec)
     reason = learner.incompatible(strategy, spec.strategy.name)
     if reason:
-        raise NotApplicable(reason)
+        raise IncompatibleError(reason)
 
     dataset_key, dataset = _dataset(spec, registry)
     context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, options.progress)
@@ -234,7 +234,8 @@ class _Trainer:
                 step = self.state.step
                 if step % settings.validate_every == 0 or step == settings.meta_steps:
                     self._validate(val_tasks, probe_tasks)
-                if step % settings.checkpoint_every == 0 and step < settings.meta_steps:
+                # the last step too, so that an interrupted final evaluation does not redo the training
+                if step % settings.checkpoint_every == 0 or step == settings.meta_steps:
                     self._checkpoint()
         state = self.state
         return self.best or self.params, {

@@ -71,7 +71,7 @@ def error_of(tmp_path: Path, registry: Registry, text: str, profile: str | None 
 def test_grid_expands_every_combination_with_shared_and_per_entry_params(tmp_path, registry):
     specs = load_benchmark(write(tmp_path, BASE), registry)
     assert len(specs) == 1 * 2 * 2 * 3
-    assert {s.seed for s in specs} == {0, 1, 2}
+    assert [s.seed for s in specs] == [0] * 4 + [1] * 4 + [2] * 4  # every cell of a seed before the next seed
     plain = next(s for s in specs if s.learner.label == "fake-learner")
     fails = next(s for s in specs if s.learner.label == "fails")
     # [params.learner.fake-learner] applies to both entries; the entry's own params add to it; defaults are filled in
@@ -149,3 +149,10 @@ def test_cli_rejects_a_bad_file_before_running_anything(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "bench.toml: " in error and "unknown learner" in error
     assert not out.exists()
+
+
+def test_unknown_key_in_a_profile_points_into_the_profile(tmp_path, registry):
+    message = error_of(tmp_path, registry, BASE.replace("meta_steps = 5", "meta_step = 5"), profile="quick")
+    assert "bench.toml: profiles.quick.training.meta_step: unknown key" in message
+    message = error_of(tmp_path, registry, BASE + "\n[profiles.quick.protocl]\nn_way = 2\n", profile="quick")
+    assert "bench.toml: profiles.quick.protocl: unknown key" in message and "did you mean 'protocol'" in message

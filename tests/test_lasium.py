@@ -215,6 +215,7 @@ def test_task_labels_sizes_and_determinism(registry, tmp_path):
     for a, b in [(first.support_x, again.support_x), (first.query_x, again.query_x)]:
         assert torch.equal(a, b)
     assert not torch.equal(first.query_x, other.query_x)
+    assert not (tmp_path / "generators").exists()  # a pretrained generator (fit returns []) is not cached
 
 
 def test_evaluation_roles_are_refused(registry, tmp_path):

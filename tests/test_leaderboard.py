@@ -23,13 +23,14 @@ def record(
     status: str = "ok",
     metric: str = "accuracy",
     error: str | None = None,
+    benchmark: str = "bench",
 ) -> dict:
     scored = status == "ok"
     return {
-        "config_hash": f"{learner}-{strategy}-{seed}",
+        "config_hash": f"{benchmark}-{learner}-{strategy}-{seed}",
         "label": f"standard/{learner}/{strategy}/seed={seed}",
         "config": {
-            "benchmark": "bench",
+            "benchmark": benchmark,
             "profile": "quick",
             "sampler": {"name": "standard", "label": "standard"},
             "learner": {"name": learner, "label": learner},
@@ -132,16 +133,21 @@ def test_leaderboard_files(tmp_path):
     assert len(csv) == 3 and set(csv["strategy"]) == {"query", "metamix"}
 
 
-def test_lower_is_better_for_regression(tmp_path):
+def test_lower_is_better_for_regression_next_to_a_classification_benchmark(tmp_path):
     store(
         tmp_path,
         [
-            record("maml", "query", 0, [1.0, 2.0, 3.0], metric="mse"),
-            record("maml", "metamix", 0, [0.5, 1.0, 1.5], metric="mse"),
+            record("maml", "query", 0, [0.5, 0.6, 0.7]),
+            record("maml", "metamix", 0, [0.6, 0.7, 0.8]),
+            record("maml", "query", 0, [1.0, 2.0, 3.0], metric="mse", benchmark="sine"),
+            record("maml", "metamix", 0, [0.5, 1.0, 1.5], metric="mse", benchmark="sine"),
         ],
     )
     write_leaderboard(tmp_path)
     text = (tmp_path / "LEADERBOARD.md").read_text()
-    assert "mse (lower is better)" in text
-    first = [line for line in text.splitlines() if line.startswith("|")][2]
+    bench, sine = text.split("## sine")
+    assert "mse (lower is better)" in sine
+    first = [line for line in sine.splitlines() if line.startswith("|")][2]
     assert "metamix" in first and "**1.00**" in first
+    first = [line for line in bench.splitlines() if line.startswith("|")][2]
+    assert "metamix" in first and "**70.00**" in first

@@ -214,6 +214,37 @@ def test_evaluate_is_per_task_builds_no_graph_and_agrees_across_paths(learner_na
         torch.testing.assert_close(value, torch.cat([first[key], rest[key]]))
 
 
+class RefineSpy:
+    """Wraps a strategy and records the held-out loss a learner hands to ``refine``, before and after refining."""
+
+    plain = False
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def plan(self, rng, tasks, n_layers):
+        return self.strategy.plan(rng, tasks, n_layers)
+
+    def apply(self, plan, encode, support_x, support_t, query_x, query_t):
+        return self.strategy.apply(plan, encode, support_x, support_t, query_x, query_t)
+
+    def refine(self, plan, heldout_loss):
+        refined = self.strategy.refine(plan, heldout_loss)
+        self.lambdas = plan.tensors["lam"], refined.tensors["lam"]
+        self.losses = float(heldout_loss(plan)), float(heldout_loss(refined))
+        return refined
+
+
+@pytest.mark.parametrize("learner_name", ["maml", "protonet"])
+def test_learned_lambda_step_lowers_the_heldout_loss_the_learner_provides(learner_name):
+    learner, params = bound(learner_name, **CONV)
+    spy = RefineSpy(build("strategy", "metamixup", {"lambda_lr": 0.05}))
+    learner.meta_loss(params, image_tasks(), spy, torch.Generator().manual_seed(0))
+    before, after = spy.lambdas
+    assert not torch.allclose(before, after)
+    assert spy.losses[1] < spy.losses[0]
+
+
 # -------------------------------------------------------------------------------------------------------- ProtoNets
 def test_protonet_loss_is_cross_entropy_of_distances_to_prototypes():
     tasks = image_tasks(k_shot=2)
@@ -273,7 +304,7 @@ def test_maml_learns_sinusoids_better_than_training_from_scratch():
     params = maml.init_params(net, torch.Generator().manual_seed(0))
     optimiser = torch.optim.Adam(params.values(), lr=3e-3)
     query = build("strategy", "query")
-    for _ in range(300):
+    for _ in range(500):
         loss, _ = maml.meta_loss(params, family.sample(10, 10, 10, rng, cpu), query, rng)
         optimiser.zero_grad()
         loss.backward()

@@ -35,7 +35,7 @@ class ConvVAE(nn.Module):
         latent_dim: int = 20,
         width: int = 32,
         epochs: int = 20,
-        batch_size: int = 128,
+        batch_size: int = 32,
         lr: float = 1e-3,
     ):
         super().__init__()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -172,68 +175,29 @@ class GradientLearner:
         return metrics
 
 
-def maml(
-    *, inner_steps: int, inner_lr: float, eval_inner_steps: int | None, first_order: bool, vectorize: Vectorize
-) -> GradientLearner:
-    """MAML (Finn et al., 2017): second-order meta-gradient through the inner loop unless ``first_order``."""
-    return GradientLearner(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        eval_inner_steps=eval_inner_steps,
-        first_order=first_order,
-        vectorize=vectorize,
-    )
+def variant(doc: str, **options: bool) -> Callable[..., GradientLearner]:
+    """A registered MAML-family learner: :class:`GradientLearner` with fixed ``options`` and its own docstring."""
+
+    def factory(**params: Any) -> GradientLearner:
+        return GradientLearner(**params, **options)
+
+    factory.__doc__ = doc
+    return factory
 
 
-def fomaml(*, inner_steps: int, inner_lr: float, eval_inner_steps: int | None, vectorize: Vectorize) -> GradientLearner:
-    """First-order MAML: the meta-gradient is the query-loss gradient at the adapted weights."""
-    return GradientLearner(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        eval_inner_steps=eval_inner_steps,
-        first_order=True,
-        vectorize=vectorize,
-    )
-
-
-def anil(
-    *, inner_steps: int, inner_lr: float, eval_inner_steps: int | None, first_order: bool, vectorize: Vectorize
-) -> GradientLearner:
-    """ANIL (Raghu et al., 2020): the inner loop adapts only the head; the body is meta-learned only."""
-    return GradientLearner(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        eval_inner_steps=eval_inner_steps,
-        first_order=first_order,
-        vectorize=vectorize,
-        head_only=True,
-    )
-
-
-def metasgd(
-    *, inner_steps: int, inner_lr: float, eval_inner_steps: int | None, first_order: bool, vectorize: Vectorize
-) -> GradientLearner:
-    """Meta-SGD (Li et al., 2017): per-element inner learning rates, initialised to ``inner_lr``, meta-learned."""
-    return GradientLearner(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        eval_inner_steps=eval_inner_steps,
-        first_order=first_order,
-        vectorize=vectorize,
-        learned_lrs=True,
-    )
-
-
-def tnet(
-    *, inner_steps: int, inner_lr: float, eval_inner_steps: int | None, first_order: bool, vectorize: Vectorize
-) -> GradientLearner:
-    """T-Net (Lee & Choi, 2018): an identity-initialised channel-mixing matrix after every block, meta-learned and
-    kept fixed in the inner loop, which adapts the backbone's weights."""
-    return GradientLearner(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        eval_inner_steps=eval_inner_steps,
-        first_order=first_order,
-        vectorize=vectorize,
-        transforms=True,
-    )
+maml = variant("MAML (Finn et al., 2017): second-order meta-gradient through the inner loop unless ``first_order``.")
+fomaml = variant(
+    "First-order MAML: the meta-gradient is the query-loss gradient at the adapted weights.", first_order=True
+)
+anil = variant(
+    "ANIL (Raghu et al., 2020): the inner loop adapts only the head; the body is meta-learned only.", head_only=True
+)
+metasgd = variant(
+    "Meta-SGD (Li et al., 2017): per-element inner learning rates, initialised to ``inner_lr``, meta-learned.",
+    learned_lrs=True,
+)
+tnet = variant(
+    "T-Net (Lee & Choi, 2018): an identity-initialised channel-mixing matrix after every block, meta-learned and "
+    "kept fixed in the inner loop, which adapts the backbone's weights.",
+    transforms=True,
+)

@@ -271,13 +271,13 @@ class LasiumSampler:
 
 
 # -------------------------------------------------------------------------------------------------- registration
-_COMMON_DOC = (
-    "Meta-training tasks only; evaluation runs on real labelled classes. Anchors: 'auto' encodes random real images "
-    "when the generator has an encoder (the anchor's own image is then the real one, paper Fig. 2), else draws from "
-    "the prior. epsilon is a Euclidean distance between latents; N(0, I) latents in d dimensions lie about "
-    "sqrt(2d) apart (6.3 for d = 20, 16 for d = 128). The paper's Table 9 thresholds (e.g. 187.5) are squared "
-    "distances in a 128-d GAN latent."
-)
+_COMMON_DOC = """
+Anchors: 'auto' encodes random real images when the generator has an encoder (the anchor's own image is then the
+real one, paper Fig. 2), else draws from the prior. epsilon is a Euclidean distance between latents: N(0, I) latents
+in d dimensions lie about sqrt(2d) apart (6.3 for d = 20, 16 for d = 128); the paper's Table 9 thresholds (e.g.
+187.5) are squared distances in a 128-d GAN latent. The generator is trained once per (dataset, seed, generator and
+its parameters) on the meta-train images without labels and cached under the metabench cache folder.
+"""
 
 
 def _common_params() -> list[Param]:
@@ -285,7 +285,14 @@ def _common_params() -> list[Param]:
         Param("generator", str, "vae", "registered generator trained on the unlabelled meta-train images"),
         Param("generator_params", dict, {}, "parameters of the generator (see `metabench describe generator NAME`)"),
         Param("anchors", str, "auto", "where anchors come from", choices=("auto", "prior", "encoded")),
-        Param("epsilon", float, 2.0, "minimum Euclidean distance between a task's anchor latents", low=0.0),
+        Param(
+            "epsilon",
+            float,
+            0.0,
+            "minimum Euclidean distance between a task's anchor latents (0: no rejection; its scale depends on the "
+            "generator's latent space)",
+            low=0.0,
+        ),
         Param("max_resamples", int, 1000, "redraws of a task's anchor set before giving up", low=0),
     ]
 
