@@ -158,7 +158,7 @@ def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: tor
     metric = metric_of(dataset.task_type)
     training: dict[str, Any] = {"steps": 0, "steps_per_s": None, "curves": [], "best_step": None}
     if learner.meta_trains and spec.training.meta_steps > 0:
-        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric, device)
+        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric)
         params, training = trainer.train(train_source, val_tasks, probe_tasks)
 
     chunk = protocol.eval_chunk
@@ -205,13 +205,12 @@ class _Trainer:
         strategy: Strategy,
         params: Params,
         metric: dict[str, Any],
-        device: torch.device,
     ):
         self.spec, self.registry, self.options = spec, registry, options
         self.learner, self.strategy, self.params, self.metric = learner, strategy, params, metric
         self.optimizer = torch.optim.Adam(list(params.values()), lr=spec.training.meta_lr)
         self.task_rng = make_generator(spec.seed, "tasks")
-        self.loss_rng = make_generator(spec.seed, "strategy", device=device)
+        self.loss_rng = make_generator(spec.seed, "strategy")  # strategies draw on the CPU (interfaces.Strategy)
         self.best: Params | None = None
         self.state = _TrainState()
 

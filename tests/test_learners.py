@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metabench.errors import ConfigError
+from metabench.errors import IncompatibleError
 from metabench.plugins.learners.functional import top_singular_value
 from metabench.registry import default_registry
 from metabench.tasks import TaskBatch
@@ -263,7 +263,7 @@ def test_protonet_loss_is_cross_entropy_of_distances_to_prototypes():
 
 def test_protonet_rejects_regression_tasks():
     learner, params = bound("protonet", backbone_params={"widths": [4]}, input_shape=(2,), out_dim=1)
-    with pytest.raises(ConfigError, match="n_way"):
+    with pytest.raises(IncompatibleError, match="n_way"):
         learner.meta_loss(params, regression_tasks(), build("strategy", "query"), torch.Generator())
 
 

@@ -206,9 +206,7 @@ def test_unknown_parameter_names_component_and_source(registry: Registry) -> Non
         ({"layers": [0, -2]}, "parameter 'layers' = [0, -2]: must be >= 0"),
     ],
 )
-def test_bad_values_name_component_parameter_value_and_source(
-    registry: Registry, params: dict, expected: str
-) -> None:
+def test_bad_values_name_component_parameter_value_and_source(registry: Registry, params: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as error:
         registry.build("learner", "toy-maml", params, where="bench.toml: learners.toy-maml")
     assert str(error.value) == f"bench.toml: learners.toy-maml: learner 'toy-maml' {expected}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metabench.errors import ConfigError
+from metabench.errors import IncompatibleError
 from metabench.interfaces import Params, Strategy
 from metabench.plugins.learners.functional import (
     Network,
@@ -66,7 +66,7 @@ class ProtoNet:
     @staticmethod
     def _require_classes(tasks: TaskBatch) -> None:
         if not tasks.is_classification:
-            raise ConfigError(
+            raise IncompatibleError(
                 "learner 'protonet' needs classification tasks (n_way set); got regression tasks (n_way None): "
                 "use a gradient-based learner such as 'maml'"
             )
