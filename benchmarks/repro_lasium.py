@@ -4,7 +4,7 @@ Runs ``benchmarks/lasium.toml`` (LASIUM-N, -RO, -OC meta-training tasks from a g
 against supervised meta-training and training from scratch, all on the same fixed real test tasks) and prints the
 measured accuracy beside the paper's. Finished runs are read back, not rerun (results in ``--out``).
 
-    python benchmarks/repro_lasium.py [--profile quick|paper] [--device cpu] [--out results/lasium] [--only PATTERN]
+    python benchmarks/repro_lasium.py [--profile quick|paper] [--device cpu] [--out results] [--only PATTERN]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--profile", default="quick", help="profile of the benchmark file (quick | paper)")
     parser.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("results/lasium"))
+    parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 

@@ -59,8 +59,8 @@ def _versus(runs: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
     mine, other = ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b]
     seeds = sorted(set(mine["seed"]) & set(other["seed"]))
     return leaderboard.paired_test(
-        leaderboard._task_scores(mine, seeds),  # noqa: SLF001 - the leaderboard's own per-task averaging over seeds
-        leaderboard._task_scores(other, seeds),  # noqa: SLF001
+        leaderboard.task_scores(mine, seeds),
+        leaderboard.task_scores(other, seeds),
     )
 
 

@@ -78,7 +78,7 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _task_scores(runs: pd.DataFrame, seeds: Iterable[int]) -> np.ndarray:
+def task_scores(runs: pd.DataFrame, seeds: Iterable[int]) -> np.ndarray:
     """Per-task scores averaged over ``seeds``."""
     chosen = runs[runs["seed"].isin(list(seeds))].sort_values("seed")
     return np.mean(np.stack([np.asarray(s, dtype=np.float64) for s in chosen["per_task"]]), axis=0)
@@ -100,7 +100,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 "metric": group["metric"].iloc[0],
                 "higher_is_better": bool(group["higher_is_better"].iloc[0]),
                 "mean": by_seeds["mean"],
-                "ci95_tasks": summarize(_task_scores(group, group["seed"]))["ci95"],
+                "ci95_tasks": summarize(task_scores(group, group["seed"]))["ci95"],
                 "ci95_seeds": by_seeds["ci95"] if by_seeds["n"] > 1 else np.nan,
                 "n_tasks": len(group["per_task"].iloc[0]),
                 "seeds": len(group),
@@ -136,7 +136,7 @@ def _versus_baseline(ok: pd.DataFrame, cell: Any) -> tuple[float, float]:
     seeds = sorted(set(mine["seed"]) & set(baseline["seed"]))
     if not seeds:
         return np.nan, np.nan
-    return paired_test(_task_scores(mine, seeds), _task_scores(baseline, seeds))
+    return paired_test(task_scores(mine, seeds), task_scores(baseline, seeds))
 
 
 def _number(value: float, scale: float, digits: int = 2) -> str:
