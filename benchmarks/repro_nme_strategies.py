@@ -150,15 +150,7 @@ def diagnostics_table(records: list[dict], cells: pd.DataFrame) -> str:
     )
     steps = sorted(curves["step"].unique()) if len(curves) else []
     train_pre = curves.groupby(["strategy", "step"])["train_pre"].mean() if len(curves) else pd.Series(dtype=float)
-    columns = {
-        "meta_train_pre": "train pre",
-        "meta_train_post": "train post",
-        "meta_test_pre": "test pre",
-        "meta_test_post": "test post",
-        "grad_norm_support": "‖∇‖ support",
-        "grad_norm_query": "‖∇‖ query",
-        "top_singular_value": "top σ",
-    }
+    columns = leaderboard.ANALYSIS_COLUMNS
     present = [c for c in columns if c in cells]
     rows = []
     for name, cell in cells.iterrows():

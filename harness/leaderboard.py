@@ -185,16 +185,20 @@ def _markdown_table(cells: pd.DataFrame) -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
+ANALYSIS_COLUMNS = {
+    "meta_train_pre": "meta-train pre",
+    "meta_train_post": "meta-train post",
+    "meta_test_pre": "meta-test pre",
+    "meta_test_post": "meta-test post",
+    "grad_norm_support": "‖∇‖ support",
+    "grad_norm_query": "‖∇‖ query",
+    "top_singular_value": "top σ",
+}
+"""The meta-overfitting analyses of a cell (MetaMix Fig. 2/3, Tables 1 and 9) and their column titles."""
+
+
 def _detail_table(cells: pd.DataFrame) -> str:
-    columns = {
-        "meta_train_pre": "meta-train pre",
-        "meta_train_post": "meta-train post",
-        "meta_test_pre": "meta-test pre",
-        "meta_test_post": "meta-test post",
-        "grad_norm_support": "‖∇‖ support",
-        "grad_norm_query": "‖∇‖ query",
-        "top_singular_value": "top σ",
-    }
+    columns = ANALYSIS_COLUMNS
     present = [c for c in columns if c in cells]
     rows = []
     for _, cell in cells.iterrows():
