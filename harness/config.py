@@ -7,7 +7,6 @@ the key (``benchmarks/x.toml: grid.learners[1]``). The format is documented at t
 from __future__ import annotations
 
 import copy
-import difflib
 import fnmatch
 import itertools
 import tomllib
@@ -17,28 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from metabench.errors import ConfigError
-from metabench.registry import Param, Registry
+from metabench.registry import Param, Registry, did_you_mean
 from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
 
 SECTIONS = ("benchmark", "dataset", "backbone", "protocol", "training", "grid", "params", "profiles")
 GRID_AXES = {"samplers": "sampler", "learners": "learner", "strategies": "strategy"}
 
 PROTOCOL_PARAMS = (
-    Param("n_way", int, 5, "classes per task", low=2),
-    Param("k_shot", int, 1, "support examples per class (regression: support points)", low=1),
-    Param("k_query", int, 15, "query examples per class (regression: query points)", low=1),
-    Param("eval_tasks", int, 600, "fixed meta-test tasks, identical for every cell", low=1),
-    Param("val_tasks", int, 100, "fixed meta-validation tasks", low=1),
-    Param("eval_seed", int, 0, "seed of the fixed evaluation tasks", low=0),
-    Param("eval_chunk", int, 50, "tasks evaluated at once (memory)", low=1),
+    Param("n_way", int, EvalProtocol.n_way, "classes per task", low=2),
+    Param("k_shot", int, EvalProtocol.k_shot, "support examples per class (regression: support points)", low=1),
+    Param("k_query", int, EvalProtocol.k_query, "query examples per class (regression: query points)", low=1),
+    Param("eval_tasks", int, EvalProtocol.eval_tasks, "fixed meta-test tasks, identical for every cell", low=1),
+    Param("val_tasks", int, EvalProtocol.val_tasks, "fixed meta-validation tasks", low=1),
+    Param("eval_seed", int, EvalProtocol.eval_seed, "seed of the fixed evaluation tasks", low=0),
+    Param("eval_chunk", int, EvalProtocol.eval_chunk, "tasks evaluated at once (memory)", low=1),
 )
 TRAINING_PARAMS = (
-    Param("meta_steps", int, 1000, "outer-loop steps", low=0),
-    Param("meta_batch", int, 4, "tasks per outer step", low=1),
-    Param("meta_lr", float, 1e-3, "Adam learning rate of the outer loop", low=0.0),
-    Param("validate_every", int, 100, "steps between meta-validations (best weights kept)", low=1),
-    Param("checkpoint_every", int, 100, "steps between checkpoints (resume after a crash)", low=1),
-    Param("diagnostic_tasks", int, 20, "test tasks for the learner's diagnostics (gradient norms, SVD)", low=0),
+    Param("meta_steps", int, Training.meta_steps, "outer-loop steps", low=0),
+    Param("meta_batch", int, Training.meta_batch, "tasks per outer step", low=1),
+    Param("meta_lr", float, Training.meta_lr, "Adam learning rate of the outer loop", low=0.0),
+    Param("validate_every", int, Training.validate_every, "steps between meta-validations (best weights kept)", low=1),
+    Param(
+        "checkpoint_every", int, Training.checkpoint_every, "steps between checkpoints (resume after a crash)", low=1
+    ),
+    Param(
+        "diagnostic_tasks",
+        int,
+        Training.diagnostic_tasks,
+        "test tasks for the learner's diagnostics (gradient norms, SVD)",
+        low=0,
+    ),
 )
 assert [p.name for p in PROTOCOL_PARAMS] == [f.name for f in fields(EvalProtocol)]
 assert [p.name for p in TRAINING_PARAMS] == [f.name for f in fields(Training)]
@@ -78,11 +85,6 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 class _Benchmark:
     """One file under one profile; knows where each key came from so that errors can say so."""
 
@@ -91,7 +93,7 @@ class _Benchmark:
         profiles = raw.get("profiles", {})
         if profile is not None and profile not in profiles:
             raise ConfigError(
-                f"{path}: no profile '{profile}'{_suggest(profile, profiles)}; "
+                f"{path}: no profile '{profile}'{did_you_mean(profile, profiles)}; "
                 f"profiles: {', '.join(profiles) or '(none)'}"
             )
         self.override = profiles.get(profile, {}) if profile else {}
@@ -124,7 +126,7 @@ class _Benchmark:
         for key in table:
             if key not in allowed:
                 raise ConfigError(
-                    f"{self.where(*path, key)}: unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+                    f"{self.where(*path, key)}: unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
                 )
 
     def _table(self, *keys: str) -> dict[str, Any]:

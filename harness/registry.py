@@ -141,7 +141,7 @@ class ComponentSpec:
             if key not in known:
                 raise ConfigError(
                     f"{where}: {self.kind} '{self.name}' has no parameter '{key}'"
-                    f"{_did_you_mean(key, known)}; its parameters: {', '.join(known) or '(none)'}"
+                    f"{did_you_mean(key, known)}; its parameters: {', '.join(known) or '(none)'}"
                 )
         label = f"{self.kind} '{self.name}'"
         return {
@@ -157,7 +157,8 @@ class BrokenPlugin:
     error: str
 
 
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -262,7 +263,7 @@ class Registry:
             prefix = f"{where}: " if where else ""
             available = ", ".join(sorted(components)) or "(none registered)"
             raise ConfigError(
-                f"{prefix}unknown {kind} '{name}'{_did_you_mean(name, components)}; available: {available}"
+                f"{prefix}unknown {kind} '{name}'{did_you_mean(name, components)}; available: {available}"
             )
         return components[name]
 
@@ -277,7 +278,7 @@ class Registry:
     @staticmethod
     def _kind(kind: str) -> str:
         if kind not in KINDS:
-            raise ConfigError(f"unknown component kind '{kind}'{_did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+            raise ConfigError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
         return kind
 
 
