@@ -1,18 +1,22 @@
 """metabench: a plugin-based benchmark harness for meta-learning research.
 
-The plugin author's API: ``hookimpl`` marks hook implementations, ``Param`` declares a component's parameters,
-and :mod:`metabench.interfaces` documents what each kind of component provides.
+This module is the plugin author's API, with :mod:`metabench.interfaces` (what each kind of component provides):
+``hookimpl`` marks hook implementations, ``parameters`` and ``Param`` declare a component's parameters beside its
+factory, ``Register`` is what a registration hook receives, the task tensors, the named random streams and the cache.
+Plugins, the built-in ones included, import nothing else from metabench.
 """
 
 from __future__ import annotations
 
 import pluggy
 
+from metabench.cache import cache_dir, stable_hash
 from metabench.errors import ConfigError, DuplicateComponentError, MetabenchError
-from metabench.registry import Param, Registry, default_registry
+from metabench.registry import Param, Register, Registry, parameters
+from metabench.seeds import derive_seed, make_generator
 from metabench.tasks import MixPlan, OuterBatch, TaskBatch, TaskShape
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 hookimpl = pluggy.HookimplMarker("metabench")
 
@@ -23,9 +27,14 @@ __all__ = [
     "MixPlan",
     "OuterBatch",
     "Param",
+    "Register",
     "Registry",
     "TaskBatch",
     "TaskShape",
-    "default_registry",
+    "cache_dir",
+    "derive_seed",
     "hookimpl",
+    "make_generator",
+    "parameters",
+    "stable_hash",
 ]

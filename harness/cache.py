@@ -1,4 +1,4 @@
-"""Where metabench keeps what it computes once and reuses: decoded datasets, trained generators."""
+"""Where metabench keeps what it computes once and reuses: decoded datasets, trained generative models."""
 
 from __future__ import annotations
 

@@ -13,7 +13,3 @@ class ConfigError(MetabenchError, ValueError):
 
 class DuplicateComponentError(MetabenchError):
     """Two plugins registered the same name for the same kind."""
-
-
-class IncompatibleError(MetabenchError):
-    """A learner cannot use a strategy (or a sampler a dataset); the runner records the pair as not applicable."""

@@ -1,7 +1,8 @@
 """The evaluation protocol: fixed seeded evaluation tasks shared by every cell, per-task scores, confidence intervals.
 
-The tasks of a split depend only on (dataset, protocol, split): every grid cell of a benchmark is scored on the same
-tasks, so two cells can be compared task by task (a paired test).
+The tasks of a split depend only on (dataset, protocol, split) for every sampler that draws standard tasks in the
+evaluation roles: every grid cell of a benchmark is then scored on the same tasks, so two cells can be compared task
+by task (a paired test).
 """
 
 from __future__ import annotations
@@ -16,24 +17,14 @@ import torch
 from torch import Tensor
 
 from metabench.cache import stable_hash
-from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, SplitName
-from metabench.registry import Registry
+from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, SplitName, TaskSampler
 from metabench.runspec import EvalProtocol
+from metabench.seeds import make_generator
 from metabench.tasks import TaskBatch, TaskShape
 
 Z_95 = 1.96
-EVAL_SAMPLER = "standard"  # the registry's plain episodic sampler draws every evaluation task
 
 _fixed_tasks: dict[str, TaskBatch] = {}
-
-
-def derive_seed(*parts: Any) -> int:
-    """A seed for a named stream (e.g. ``(run_seed, "tasks")``), stable across processes and machines."""
-    return int(stable_hash(list(parts)), 16) % 2**63
-
-
-def make_generator(*parts: Any, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 def metric_of(task_type: str) -> dict[str, Any]:
@@ -58,19 +49,23 @@ def task_shape(protocol: EvalProtocol, task_type: str) -> TaskShape:
 
 def fixed_tasks(
     dataset: Dataset,
+    sampler: TaskSampler,
+    sampler_key: str,
     split: SplitName,
     n_tasks: int,
     protocol: EvalProtocol,
-    registry: Registry,
     context: SamplerContext,
 ) -> TaskBatch:
     """The benchmark's fixed tasks of ``split``: the dataset's own protocol when it has one, else ``n_tasks`` tasks
-    of the standard sampler drawn from a generator seeded by (eval seed, split). Cached per process."""
-    key = stable_hash([context.dataset_key, split, n_tasks, protocol.__dict__, str(context.device)])
+    that the run's sampler, bound in the role ``split``, draws from a generator seeded by (eval seed, split).
+
+    Samplers that change meta-training only (``nme``, LASIUM) draw standard tasks in the evaluation roles, so every
+    cell of a benchmark is scored on the same tasks; records carry a hash of them, which the leaderboard checks
+    before it compares two cells. Cached per process by ``sampler_key`` (the sampler's name and parameters)."""
+    key = stable_hash([context.dataset_key, sampler_key, split, n_tasks, protocol.__dict__, str(context.device)])
     if key not in _fixed_tasks:
         tasks = dataset.evaluation_tasks(split)
         if tasks is None:
-            sampler = registry.build("sampler", EVAL_SAMPLER, where="evaluation tasks")
             eval_context = replace(context, seed=protocol.eval_seed)
             shape = task_shape(protocol, dataset.task_type)
             source = sampler.bind(dataset.split(split), shape, eval_context, role=split)

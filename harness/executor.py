@@ -1,8 +1,9 @@
 """Executors run a list of :class:`RunSpec` and return their records, skipping runs that already have one.
 
-The contract is small so that another executor (e.g. Ray, shipping ``runner.run_unit(spec, options)`` to a cluster)
-can replace the in-process one without touching config, runner, results or leaderboard: specs and options in, JSON
-records out, written by the run itself to ``options.out``.
+The contract is small so that another executor (e.g. one shipping runs to a cluster) can replace the in-process one
+without touching config, runner, results or leaderboard: specs and options in, JSON records out. ``runner.run``
+returns a record; the executor, on the driver, writes it to ``options.out``, removes the run's checkpoint and fires
+``metabench_run_finished``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class SequentialExecutor:
             for spec in pending:
                 bar.set_postfix_str(spec.label)
                 record = runner.run(spec, self.registry, options)
+                results.write_record(options.out, spec, record)
+                results.remove_checkpoint(options.out, spec)
+                runner.fire(self.registry, "metabench_run_finished", spec=spec, record=record)
                 bar.update()
                 if record["status"] == "failed":
                     bar.write(f"{spec.label} failed: {record['error']}")

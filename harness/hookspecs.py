@@ -76,7 +76,7 @@ def metabench_register_strategies(register: Register) -> None:
 
 
 @hookspec
-def metabench_register_generators(register: Register) -> None:
+def metabench_register_generative_models(register: Register) -> None:
     """Register generative models for unsupervised (LASIUM) task samplers.
 
     Called once at registry load. ``factory(image_shape=..., **params)`` returns a

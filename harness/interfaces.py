@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 Params = dict[str, Tensor]
 SplitName = Literal["train", "val", "test"]
+TaskType = Literal["classification", "regression"]
 
 
 # ----------------------------------------------------------------------------------------------------------- datasets
@@ -72,7 +73,7 @@ Split = ImageSplit | RegressionFamily
 class Dataset(Protocol):
     """What a dataset factory returns."""
 
-    task_type: Literal["classification", "regression"]
+    task_type: TaskType
     input_shape: tuple[int, ...]  # per example, e.g. (1, 28, 28) or (1,)
 
     def split(self, name: SplitName) -> Split:
@@ -175,8 +176,9 @@ class MetaLearner(Protocol):
         """Bind to ``backbone`` and return the meta-parameters: leaf tensors with ``requires_grad``."""
         ...
 
-    def incompatible(self, strategy: Strategy, strategy_name: str) -> str | None:
-        """``None`` if this learner can use ``strategy``, else the reason (shown as "not applicable")."""
+    def incompatible(self, strategy: Strategy, strategy_name: str, task_type: TaskType) -> str | None:
+        """``None`` if this learner can use ``strategy`` on tasks of ``task_type``, else the reason (the run is then
+        recorded as "not applicable" without being built). The only way a learner declines a run."""
         ...
 
     def meta_loss(
@@ -198,9 +200,10 @@ class MetaLearner(Protocol):
         ...
 
 
-# -------------------------------------------------------------------------------------------------------- generators
+# ------------------------------------------------------------------------------------------------- generative models
 class GenerativeModel(Protocol):
-    """What a generator factory (``factory(image_shape=..., **params)``) returns; an ``nn.Module`` for caching."""
+    """What a generative-model factory (``factory(image_shape=..., **params)``) returns; an ``nn.Module``, so that
+    its trained weights can be cached."""
 
     latent_dim: int
     can_encode: bool

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -29,9 +29,10 @@ KINDS: dict[str, str] = {
     "backbone": "metabench_register_backbones",
     "learner": "metabench_register_learners",
     "strategy": "metabench_register_strategies",
-    "generator": "metabench_register_generators",
+    "generative-model": "metabench_register_generative_models",
 }
 
+F = TypeVar("F", bound=Callable[..., Any])
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str", list: "list", dict: "table"}
 
 
@@ -105,6 +106,28 @@ def _coerce(value: Any, wanted: type, fail: Callable[[str], ConfigError]) -> Any
     return value
 
 
+PARAMS_ATTRIBUTE = "metabench_params"
+
+
+def parameters(*params: Param) -> Callable[[F], F]:
+    """Declare a component's parameters on its factory (a class or a function), where its code reads them.
+
+    ``register(name, factory, summary=...)`` takes the declaration from there, so a default is written exactly once:
+    the factory receives every declared parameter as a keyword argument and declares none of their defaults.
+    """
+
+    def declare(factory: F) -> F:
+        setattr(factory, PARAMS_ATTRIBUTE, params)
+        return factory
+
+    return declare
+
+
+def declared_params(factory: Callable[..., Any]) -> tuple[Any, ...]:
+    """What :func:`parameters` declared on ``factory`` (inherited by subclasses), or nothing."""
+    return tuple(getattr(factory, PARAMS_ATTRIBUTE, ()))
+
+
 @dataclass(frozen=True)
 class Provider:
     """Who registered a component: the distribution (and version) behind the entry point, or a test-time module."""
@@ -164,17 +187,17 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 class Register:
-    """The callable a registration hook receives: ``register(name, factory, summary=..., params=[...])``."""
+    """The callable a registration hook receives: ``register(name, factory, summary="One line.")``; the parameters
+    come from the factory's :func:`parameters` declaration."""
 
     def __init__(self, registry: Registry, kind: str, provider: Provider):
         self._registry = registry
         self.kind = kind
         self.provider = provider
 
-    def __call__(
-        self, name: str, factory: Callable[..., Any], *, summary: str, params: Iterable[Param] = ()
-    ) -> Callable[..., Any]:
-        self._registry._add(ComponentSpec(self.kind, name, factory, summary, tuple(params), self.provider))
+    def __call__(self, name: str, factory: Callable[..., Any], *, summary: str) -> Callable[..., Any]:
+        spec = ComponentSpec(self.kind, name, factory, summary, declared_params(factory), self.provider)
+        self._registry._add(spec)
         return factory
 
 

@@ -2,7 +2,7 @@
 the benchmark's fixed tasks, and write the JSON record.
 
 A run that raises or whose loss is not finite becomes a ``failed`` record; a learner that cannot use the strategy
-(``incompatible`` gives a reason, or a component raises :class:`IncompatibleError`) becomes ``not-applicable``.
+(``incompatible`` gives a reason) becomes ``not-applicable``.
 ``KeyboardInterrupt`` is not caught: the last checkpoint stays and the rerun resumes it.
 """
 
@@ -22,19 +22,12 @@ from tqdm.auto import tqdm
 
 from metabench import results
 from metabench.cache import cache_dir, stable_hash
-from metabench.errors import ConfigError, IncompatibleError
-from metabench.evaluation import (
-    derive_seed,
-    evaluate_tasks,
-    fixed_tasks,
-    make_generator,
-    metric_of,
-    summarize,
-    task_shape,
-)
+from metabench.errors import ConfigError
+from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, summarize, task_shape
 from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, Strategy, TaskSource
-from metabench.registry import Registry, default_registry
+from metabench.registry import Registry
 from metabench.runspec import RunSpec
+from metabench.seeds import derive_seed, make_generator
 from metabench.tasks import TaskBatch
 
 SCHEMA_VERSION = 1
@@ -54,6 +47,10 @@ class RunOptions:
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class NotApplicable(Exception):
+    """The learner declined the run (:meth:`MetaLearner.incompatible`): recorded as ``not-applicable``."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,13 +74,10 @@ def fire(registry: Registry, hook: str, **kwargs: Any) -> None:
         warnings.warn(f"lifecycle hook {hook} raised {type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
 
 
-def run_unit(spec: RunSpec, options: RunOptions) -> dict[str, Any]:
-    """The unit an executor ships: one run with the installed plugins' registry (loaded once per process)."""
-    return run(spec, default_registry(), options)
-
-
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
-    """Run ``spec`` to its record (written to ``options.out/runs/<hash>.json``) and return the record."""
+    """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
+
+    Checkpoints go to ``options.out/checkpoints`` while it trains, so that a rerun resumes an interrupted run."""
     device = resolve_device(options.device)
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
@@ -102,7 +96,7 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     }
     try:
         record.update(_execute(spec, registry, options, device))
-    except IncompatibleError as reason:
+    except NotApplicable as reason:
         record.update(status="not-applicable", error=str(reason))
     except Exception as error:  # noqa: BLE001 - a failed run is data; the other runs go on
         record.update(
@@ -111,9 +105,6 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
             traceback="".join(traceback.format_exception(error)[-6:]),
         )
     record["wall_seconds"] = time.time() - started
-    results.write_record(options.out, spec, record)
-    results.remove_checkpoint(options.out, spec)
-    fire(registry, "metabench_run_finished", spec=spec, record=record)
     return record
 
 
@@ -134,18 +125,20 @@ def _build(registry: Registry, kind: str, spec: RunSpec, **context: Any) -> Any:
 def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: torch.device) -> dict[str, Any]:
     learner: MetaLearner = _build(registry, "learner", spec)
     strategy: Strategy = _build(registry, "strategy", spec)
-    reason = learner.incompatible(strategy, spec.strategy.name)
-    if reason:
-        raise IncompatibleError(reason)
-
     dataset_key, dataset = _dataset(spec, registry)
+    reason = learner.incompatible(strategy, spec.strategy.name, dataset.task_type)
+    if reason:
+        raise NotApplicable(reason)
+
     context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, options.progress)
     protocol = spec.protocol
     shape = task_shape(protocol, dataset.task_type)
     train_split = dataset.split("train")
-    train_source = _build(registry, "sampler", spec).bind(train_split, shape, context, role="train")
-    val_tasks = fixed_tasks(dataset, "val", protocol.val_tasks, protocol, registry, context)
-    test_tasks = fixed_tasks(dataset, "test", protocol.eval_tasks, protocol, registry, context)
+    sampler = _build(registry, "sampler", spec)
+    train_source = sampler.bind(train_split, shape, context, role="train")
+    sampler_key = f"{spec.sampler.name}:{spec.sampler.params_json}"
+    val_tasks = fixed_tasks(dataset, sampler, sampler_key, "val", protocol.val_tasks, protocol, context)
+    test_tasks = fixed_tasks(dataset, sampler, sampler_key, "test", protocol.eval_tasks, protocol, context)
     # Meta-train tasks drawn once, to follow pre/post-adaptation scores on what the learner trains on (MetaMix Fig. 2).
     probe_tasks = train_source(protocol.val_tasks, make_generator(protocol.eval_seed, "train-probe"))
 

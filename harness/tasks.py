@@ -80,31 +80,25 @@ class TaskBatch:
             return y.to(self.support_x.dtype)
         return torch.nn.functional.one_hot(y, self.n_way).to(self.support_x.dtype)
 
-    @staticmethod
-    def concat(batches: list[TaskBatch]) -> TaskBatch:
-        first = batches[0]
-        return TaskBatch(
-            torch.cat([b.support_x for b in batches]),
-            torch.cat([b.support_y for b in batches]),
-            torch.cat([b.query_x for b in batches]),
-            torch.cat([b.query_y for b in batches]),
-            first.n_way,
-        )
-
 
 @dataclass(frozen=True)
 class MixPlan:
     """The random choices of an outer-loop strategy for one meta-batch, drawn outside ``vmap``.
 
-    ``layer`` is shared by the meta-batch (a vmapped computation cannot branch per task); every tensor in ``tensors``
-    has a leading task dimension and is sliced per task before :meth:`Strategy.apply`.
+    ``layer`` is the mixing layer: one int shared by the meta-batch, or a tuple with one layer per task (a learner
+    then runs one vectorized computation per distinct layer, since a vmapped computation cannot branch per task).
+    Every tensor in ``tensors`` has a leading task dimension and is sliced per task before :meth:`Strategy.apply`.
     """
 
-    layer: int
+    layer: int | tuple[int, ...]
     tensors: dict[str, Tensor] = field(default_factory=dict)
 
+    def layer_of(self, index: int) -> int:
+        """The mixing layer of task ``index``."""
+        return self.layer if isinstance(self.layer, int) else self.layer[index]
+
     def task(self, index: int) -> MixPlan:
-        return MixPlan(self.layer, {k: v[index] for k, v in self.tensors.items()})
+        return MixPlan(self.layer_of(index), {k: v[index] for k, v in self.tensors.items()})
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metabench import hookimpl
+from metabench import MixPlan, OuterBatch, Param, Register, TaskBatch, TaskShape, hookimpl, parameters
 from metabench.interfaces import ImageSplit, Params, SamplerContext, Strategy
-from metabench.registry import Param, Register
-from metabench.tasks import MixPlan, OuterBatch, TaskBatch, TaskShape
 
 
 class FakeImages:
@@ -96,6 +94,12 @@ class FakeStrategy:
         return plan
 
 
+@parameters(
+    Param("fail_at", int, 0, "raise at this meta-step (0: never)", low=0),
+    Param("nan_at", int, 0, "NaN loss at this meta-step (0: never)", low=0),
+    Param("refuse", str, "", "strategy reported as not applicable"),
+    Param("meta_trains", bool, True, "False: evaluate the initialisation only"),
+)
 class FakeLearner:
     """No inner loop: ``pre`` is the network's accuracy, ``post`` the nearest-prototype accuracy of its features."""
 
@@ -107,7 +111,7 @@ class FakeLearner:
         self.backbone = backbone
         return {name: p.detach().clone().requires_grad_() for name, p in backbone.named_parameters()}
 
-    def incompatible(self, strategy: Strategy, strategy_name: str) -> str | None:
+    def incompatible(self, strategy: Strategy, strategy_name: str, task_type: str) -> str | None:
         return f"fake learner refuses '{strategy_name}'" if strategy_name == self.refuse else None
 
     def _forward(self, params: Params, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
@@ -162,12 +166,7 @@ class FakeLearner:
 
 @hookimpl
 def metabench_register_datasets(register: Register) -> None:
-    register(
-        "fake-images",
-        FakeImages,
-        summary="40 classes of 4x4 patterns",
-        params=[Param("examples", int, 6, "per class", low=2)],
-    )
+    register("fake-images", parameters(Param("examples", int, 6, "per class", low=2))(FakeImages), summary="40 classes")
 
 
 @hookimpl
@@ -177,22 +176,12 @@ def metabench_register_samplers(register: Register) -> None:
 
 @hookimpl
 def metabench_register_backbones(register: Register) -> None:
-    register("fake-mlp", FakeBackbone, summary="one hidden layer", params=[Param("hidden", int, 8, "width", low=1)])
+    register("fake-mlp", parameters(Param("hidden", int, 8, "width", low=1))(FakeBackbone), summary="one hidden layer")
 
 
 @hookimpl
 def metabench_register_learners(register: Register) -> None:
-    register(
-        "fake-learner",
-        FakeLearner,
-        summary="no inner loop; prototype accuracy",
-        params=[
-            Param("fail_at", int, 0, "raise at this meta-step (0: never)", low=0),
-            Param("nan_at", int, 0, "NaN loss at this meta-step (0: never)", low=0),
-            Param("refuse", str, "", "strategy reported as not applicable"),
-            Param("meta_trains", bool, True, "False: evaluate the initialisation only"),
-        ],
-    )
+    register("fake-learner", FakeLearner, summary="no inner loop; prototype accuracy")
 
 
 @hookimpl

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from metabench import Registry
-from metabench.plugins import generators
-from metabench.plugins.generators.training import fit_or_load, reinitialise
+from metabench.plugins import generative_models
+from metabench.plugins.generative_models.training import fit_or_load, reinitialise
 
 TINY = {"latent_dim": 8, "width": 8, "batch_size": 16, "lr": 1e-3}
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    return Registry.load([generators], entry_points=False)
+    return Registry.load([generative_models], entry_points=False)
 
 
 def bars(n: int, seed: int = 0) -> torch.Tensor:
@@ -30,7 +30,7 @@ def bars(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def build(registry: Registry, name: str, image_shape=(1, 8, 8), **params):
-    return registry.build("generator", name, {**TINY, **params}, image_shape=image_shape)
+    return registry.build("generative-model", name, {**TINY, **params}, image_shape=image_shape)
 
 
 @pytest.mark.parametrize("name", ["vae", "gan"])
@@ -101,7 +101,7 @@ def test_fit_or_load_caches_weights_and_curve(registry, tmp_path):
     key = {"dataset": "bars", "split": "train", "params": {"epochs": 1}}
     first = build(registry, "vae", epochs=1)
     curve = fit_or_load(first, images, cache_dir=tmp_path, key_parts=key, name="vae", seed=0, progress=False)
-    files = sorted(p.name for p in (tmp_path / "generators").iterdir())
+    files = sorted(p.name for p in (tmp_path / "generative-models").iterdir())
     assert [f.rsplit(".", 1)[1] for f in files] == ["json", "pt"]
 
     second = build(registry, "vae", epochs=1)
@@ -114,7 +114,7 @@ def test_fit_or_load_caches_weights_and_curve(registry, tmp_path):
 
 def test_generators_are_registered_with_documented_params(registry):
     for name in ("vae", "gan"):
-        spec = registry.get("generator", name)
+        spec = registry.get("generative-model", name)
         assert spec.summary and all(p.doc for p in spec.params)
         assert {"epochs", "batch_size", "lr", "latent_dim"} <= {p.name for p in spec.params}
-    assert registry.get("generator", "vae").defaults()["latent_dim"] == 20
+    assert registry.get("generative-model", "vae").defaults()["latent_dim"] == 20

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from metabench import ConfigError, Param, Registry, hookimpl
+from metabench import ConfigError, Param, Registry, hookimpl, parameters
 from metabench.interfaces import ImageSplit, SamplerContext
-from metabench.plugins import generators
-from metabench.plugins.generators.vae import ConvVAE
+from metabench.plugins import generative_models, samplers
+from metabench.plugins.generative_models.vae import ConvVAE
 from metabench.plugins.samplers import lasium
 from metabench.tasks import TaskShape
 
@@ -47,8 +47,12 @@ class LatentImages(nn.Module):
         raise NotImplementedError
 
 
+@parameters(Param("epochs", int, 2, "epochs"), Param("width", int, 4, "filters"))
 class CountingVAE(ConvVAE):
     fits = 0
+
+    def __init__(self, image_shape: tuple[int, ...], *, epochs: int, width: int):
+        super().__init__(image_shape, latent_dim=20, width=width, epochs=epochs, batch_size=32, lr=1e-3)
 
     def fit(self, images: Tensor, rng: torch.Generator, progress: bool) -> list[float]:
         CountingVAE.fits += 1
@@ -57,23 +61,14 @@ class CountingVAE(ConvVAE):
 
 class TestPlugin:
     @hookimpl
-    def metabench_register_samplers(self, register):
-        lasium.register_all(register)
-
-    @hookimpl
-    def metabench_register_generators(self, register):
+    def metabench_register_generative_models(self, register):
         register("latent-images", LatentImages, summary="Images are the latents (tests).")
-        register(
-            "counting-vae",
-            CountingVAE,
-            summary="A VAE that counts its trainings (tests).",
-            params=[Param("epochs", int, 2, "epochs"), Param("width", int, 4, "filters")],
-        )
+        register("counting-vae", CountingVAE, summary="A VAE that counts its trainings (tests).")
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    return Registry.load([generators, TestPlugin()], entry_points=False)
+    return Registry.load([samplers, generative_models, TestPlugin()], entry_points=False)
 
 
 def context(registry: Registry, cache: Path, seed: int = 0) -> SamplerContext:
@@ -87,7 +82,7 @@ def random_split(image_shape: tuple[int, ...], classes: int = 6, examples: int =
 
 
 def bind_latent(registry: Registry, tmp_path: Path, sampler: str, shape: TaskShape, **params):
-    built = registry.build("sampler", sampler, {"generator": "latent-images", **params})
+    built = registry.build("sampler", sampler, {"model": "latent-images", **params})
     return built.bind(random_split((1, 1, LATENT_DIM)), shape, context(registry, tmp_path), role="train")
 
 
@@ -215,36 +210,39 @@ def test_task_labels_sizes_and_determinism(registry, tmp_path):
     for a, b in [(first.support_x, again.support_x), (first.query_x, again.query_x)]:
         assert torch.equal(a, b)
     assert not torch.equal(first.query_x, other.query_x)
-    assert not (tmp_path / "generators").exists()  # a pretrained generator (fit returns []) is not cached
+    assert not (tmp_path / "generative-models").exists()  # a pretrained generator (fit returns []) is not cached
 
 
-def test_evaluation_roles_are_refused(registry, tmp_path):
-    sampler = registry.build("sampler", "lasium-n", {"generator": "latent-images"})
+def test_evaluation_roles_draw_the_standard_tasks_of_the_real_classes(registry, tmp_path):
+    sampler = registry.build("sampler", "lasium-n", {"model": "latent-images"})
+    standard = registry.build("sampler", "standard")
     split = random_split((1, 1, LATENT_DIM))
     for role in ("val", "test"):
-        with pytest.raises(ConfigError, match="meta-training tasks only"):
-            sampler.bind(split, TaskShape(5, 1, 1), context(registry, tmp_path), role=role)
+        lasium_source = sampler.bind(split, TaskShape(5, 1, 1), context(registry, tmp_path), role=role)
+        standard_source = standard.bind(split, TaskShape(5, 1, 1), context(registry, tmp_path), role=role)
+        drawn = lasium_source(3, torch.Generator().manual_seed(1))
+        assert torch.equal(drawn.query_x, standard_source(3, torch.Generator().manual_seed(1)).query_x)
 
 
-def test_generator_params_are_validated(registry, tmp_path):
-    sampler = registry.build("sampler", "lasium-n", {"generator": "vae", "generator_params": {"epoch": 3}})
-    with pytest.raises(ConfigError, match="generator_params.*'epoch'.*did you mean 'epochs'"):
+def test_model_params_are_validated(registry, tmp_path):
+    sampler = registry.build("sampler", "lasium-n", {"model": "vae", "model_params": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="model_params.*'epoch'.*did you mean 'epochs'"):
         sampler.bind(random_split((1, 8, 8)), TaskShape(2, 1, 1), context(registry, tmp_path), role="train")
 
 
 def test_encoded_anchors_need_an_encoder(registry, tmp_path):
-    sampler = registry.build("sampler", "lasium-n", {"generator": "gan", "anchors": "encoded"})
+    sampler = registry.build("sampler", "lasium-n", {"model": "gan", "anchors": "encoded"})
     with pytest.raises(ConfigError, match="no encoder"):
         sampler.bind(random_split((1, 8, 8)), TaskShape(2, 1, 1), context(registry, tmp_path), role="train")
 
 
-def test_vae_tasks_have_the_dataset_shape_and_range_and_the_generator_is_cached(registry, tmp_path):
+def test_vae_tasks_have_the_dataset_shape_and_range_and_the_model_is_cached(registry, tmp_path):
     split = random_split((1, 8, 8), classes=5, examples=3)
     shape = TaskShape(3, 1, 2)
-    sampler = registry.build("sampler", "lasium-oc", {"generator": "counting-vae", "generator_params": {"epochs": 2}})
+    sampler = registry.build("sampler", "lasium-oc", {"model": "counting-vae", "model_params": {"epochs": 2}})
     CountingVAE.fits = 0
     source = sampler.bind(split, shape, context(registry, tmp_path), role="train")
-    assert CountingVAE.fits == 1 and len(source.generator_curve) == 2
+    assert CountingVAE.fits == 1 and len(source.model_curve) == 2
     tasks = source(4, torch.Generator().manual_seed(7))
     for x, size in [(tasks.support_x, 3), (tasks.query_x, 6)]:
         assert x.shape == (4, size, 1, 8, 8) and x.dtype == torch.float32
@@ -256,9 +254,9 @@ def test_vae_tasks_have_the_dataset_shape_and_range_and_the_generator_is_cached(
 
     again = sampler.bind(split, shape, context(registry, tmp_path), role="train")
     assert CountingVAE.fits == 1  # loaded from the cache, not retrained
-    assert again.generator_curve == source.generator_curve
+    assert again.model_curve == source.model_curve
     assert torch.equal(again(4, torch.Generator().manual_seed(7)).query_x, tasks.query_x)
-    stored = sorted(p.suffix for p in (tmp_path / "generators").iterdir())
+    stored = sorted(p.suffix for p in (tmp_path / "generative-models").iterdir())
     assert stored == [".json", ".pt"]  # no temporary file left behind
 
     sampler.bind(split, shape, context(registry, tmp_path, seed=1), role="train")
@@ -277,5 +275,5 @@ def test_samplers_are_registered_with_documented_params(registry):
     for name, amount in [("lasium-n", "sigma2"), ("lasium-ro", "alpha"), ("lasium-oc", "alpha")]:
         spec = registry.get("sampler", name)
         names = {p.name for p in spec.params}
-        assert {"generator", "generator_params", "epsilon", "max_resamples", amount} <= names
+        assert {"model", "model_params", "epsilon", "max_resamples", amount} <= names
         assert all(p.doc for p in spec.params) and spec.summary

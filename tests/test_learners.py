@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metabench.errors import IncompatibleError
 from metabench.plugins.learners.functional import top_singular_value
 from metabench.registry import default_registry
 from metabench.tasks import TaskBatch
@@ -261,20 +260,21 @@ def test_protonet_loss_is_cross_entropy_of_distances_to_prototypes():
     torch.testing.assert_close(loss, torch.stack(losses).mean())
 
 
-def test_protonet_rejects_regression_tasks():
-    learner, params = bound("protonet", backbone_params={"widths": [4]}, input_shape=(2,), out_dim=1)
-    with pytest.raises(IncompatibleError, match="n_way"):
-        learner.meta_loss(params, regression_tasks(), build("strategy", "query"), torch.Generator())
+def test_protonet_declines_regression_tasks():
+    learner = build("learner", "protonet")
+    reason = learner.incompatible(build("strategy", "query"), "query", "regression")
+    assert reason is not None and "classification" in reason
+    assert learner.incompatible(build("strategy", "query"), "query", "classification") is None
 
 
 # ------------------------------------------------------------------------------------------ compatibility, diagnostics
 @pytest.mark.parametrize(("name", "word"), [("reptile", "Reptile"), ("scratch", "scratch")])
 def test_learners_without_an_outer_query_loss_accept_only_the_plain_strategy(name, word):
     learner = build("learner", name)
-    assert learner.incompatible(build("strategy", "query"), "query") is None
-    reason = learner.incompatible(build("strategy", "metamix"), "metamix")
+    assert learner.incompatible(build("strategy", "query"), "query", "classification") is None
+    reason = learner.incompatible(build("strategy", "metamix"), "metamix", "classification")
     assert word in reason and "metamix" in reason
-    assert build("learner", "maml").incompatible(build("strategy", "metamix"), "metamix") is None
+    assert build("learner", "maml").incompatible(build("strategy", "metamix"), "metamix", "classification") is None
 
 
 def test_top_singular_value_is_per_class_svd():

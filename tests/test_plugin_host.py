@@ -52,9 +52,10 @@ def _metabench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 STRATEGY_PLUGIN = """
-    from metabench import hookimpl, Param, OuterBatch, MixPlan
+    from metabench import hookimpl, Param, OuterBatch, MixPlan, parameters
 
 
+    @parameters(Param("fraction", float, 0.5, "share of the query set kept", low=0.0, high=1.0))
     class HalfQuery:
         '''Outer loss on the first half of the query set (a throwaway strategy for the tests).'''
 
@@ -76,12 +77,7 @@ STRATEGY_PLUGIN = """
 
     @hookimpl
     def metabench_register_strategies(register):
-        register(
-            "half-query",
-            HalfQuery,
-            summary="Outer loss on a fraction of the query set.",
-            params=[Param("fraction", float, 0.5, "share of the query set kept", low=0.0, high=1.0)],
-        )
+        register("half-query", HalfQuery, summary="Outer loss on a fraction of the query set.")
     """
 
 
@@ -153,7 +149,7 @@ def _module_plugin(name: str, register_hook: str, components: dict[str, list[Par
 
     def register_all(register) -> None:
         for component, params in components.items():
-            register(component, lambda **kw: kw, summary=f"{component} for tests", params=params)
+            register(component, metabench.parameters(*params)(lambda **kw: kw), summary=f"{component} for tests")
 
     setattr(module, register_hook, metabench.hookimpl(register_all))
     return module

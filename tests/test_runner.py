@@ -13,13 +13,14 @@ import torch
 
 from metabench import hookimpl, results
 from metabench.cli import main
-from metabench.evaluation import fixed_tasks, make_generator, summarize
+from metabench.evaluation import fixed_tasks, summarize
 from metabench.executor import SequentialExecutor
 from metabench.interfaces import SamplerContext
 from metabench.leaderboard import write_leaderboard
 from metabench.registry import Registry
 from metabench.runner import RunOptions
 from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
+from metabench.seeds import make_generator
 from metabench.tasks import TaskShape
 
 
@@ -123,11 +124,14 @@ def test_same_seed_same_numbers_and_evaluation_tasks_are_fixed(tmp_path):
     dataset = fake_components.FakeImages()
     context = SamplerContext(torch.device("cpu"), 0, tmp_path, "fake-key")
     protocol = EvalProtocol(n_way=3, k_query=2)
-    tasks = fixed_tasks(dataset, "test", 5, protocol, registry, context)
-    # the standard sampler on the test split with a generator seeded by (eval seed, split), whatever the run
-    source = fake_components.FakeSampler().bind(dataset.split("test"), TaskShape(3, 1, 2), context, role="test")
+    sampler = fake_components.FakeSampler()
+    tasks = fixed_tasks(dataset, sampler, "standard", "test", 5, protocol, context)
+    # the sampler bound for the test split with a generator seeded by (eval seed, split), whatever the run
+    source = sampler.bind(dataset.split("test"), TaskShape(3, 1, 2), context, role="test")
     assert torch.equal(source(5, make_generator(protocol.eval_seed, "test")).query_x, tasks.query_x)
-    assert not torch.equal(fixed_tasks(dataset, "val", 5, protocol, registry, context).query_x, tasks.query_x)
+    assert not torch.equal(
+        fixed_tasks(dataset, sampler, "standard", "val", 5, protocol, context).query_x, tasks.query_x
+    )
 
 
 def test_failing_and_nan_runs_are_recorded_and_the_others_go_on(tmp_path):

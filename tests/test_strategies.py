@@ -421,7 +421,7 @@ def test_every_learner_and_strategy_pair_runs_a_meta_step_or_is_declared_incompa
     registry = default_registry()
     learner = registry.build("learner", learner_name, {}, where="test")
     strat = strategy(strategy_name)
-    reason = learner.incompatible(strat, strategy_name)
+    reason = learner.incompatible(strat, strategy_name, "classification")
     if reason is not None:
         assert isinstance(reason, str) and reason.strip()
         return

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, Param, parameters
 from metabench.plugins.backbones.layers import BatchNorm, LayeredNet, flat_size
 
 
-def conv4(*, input_shape: tuple[int, ...], out_dim: int, filters: int = 64, blocks: int = 4) -> LayeredNet:
+@parameters(
+    Param("filters", int, 64, "channels of every conv block", low=1),
+    Param("blocks", int, 4, "number of conv blocks (mixable layers 1..blocks)", low=1),
+)
+def conv4(*, input_shape: tuple[int, ...], out_dim: int, filters: int, blocks: int) -> LayeredNet:
     """``blocks`` × (3×3 conv with ``filters`` channels, batch norm with batch statistics, ReLU, 2×2 max-pool), then
     a linear head. Mixable layers: the input and each block's output; the last block's output is flattened."""
     if len(input_shape) != 3:

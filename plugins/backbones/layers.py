@@ -12,7 +12,8 @@ def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     """Normalise ``h [B, C, ...]`` per channel with the statistics of this batch.
 
     Written from mean/var/rsqrt because ``vmap`` through ``F.batch_norm`` gives wrong second-order meta-gradients
-    (see MEASURED.md); these primitives batch correctly.
+    (1% off in float64, pytorch/functorch issue 534; tests/test_learners.py checks every path against finite
+    differences); these primitives batch correctly.
     """
     dims = [0, *range(2, h.dim())]
     var, mean = torch.var_mean(h, dim=dims, correction=0, keepdim=True)

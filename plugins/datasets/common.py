@@ -14,10 +14,15 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from metabench.cache import cache_dir, stable_hash
-from metabench.errors import ConfigError
+from metabench import ConfigError, Param, TaskBatch, cache_dir, stable_hash
 from metabench.interfaces import ImageSplit, SplitName
-from metabench.tasks import TaskBatch
+
+SEED_PARAM = Param("seed", int, 0, "seed of the random class split")
+
+
+def fraction_param(name: str, default: float, what: str) -> Param:
+    """The share of ``what`` in the split that ``name`` (``train_fraction``, ``val_fraction``) sizes."""
+    return Param(name, float, default, f"share of {what} in the meta-{name.split('_')[0]} split", low=0.0, high=1.0)
 
 
 def decode_image(data: bytes | Path, *, size: int, channels: int, invert: bool, source: str) -> np.ndarray:

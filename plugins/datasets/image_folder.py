@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, Param, parameters
 from metabench.interfaces import SplitName
 from metabench.plugins.datasets.common import (
+    SEED_PARAM,
     ImageDataset,
     assign_splits,
     cached_arrays,
     decode_image,
     file_fingerprint,
+    fraction_param,
     image_split,
     stack_classes,
 )
@@ -90,6 +92,22 @@ def _split_units(names: list[str], split_by: str, root: Path) -> tuple[str, list
     return split_by, [name.split("/")[0] for name in names] if split_by != "class" else names
 
 
+@parameters(
+    Param("root", str, None, "the image folder (required)", nullable=True),
+    Param("image_size", int, 84, "side of the square images after resizing", low=4, high=1024),
+    Param("channels", int, 3, "1: grayscale, 3: RGB", choices=(1, 3)),
+    Param(
+        "split_by",
+        str,
+        "auto",
+        "named: groups train/val/test are the splits; class/group: random split by fractions; auto: named when "
+        "possible, else class",
+        choices=("auto", "named", "class", "group"),
+    ),
+    fraction_param("train_fraction", 0.6, "classes (or groups)"),
+    fraction_param("val_fraction", 0.2, "classes (or groups)"),
+    SEED_PARAM,
+)
 def image_folder(
     *,
     root: str | None,

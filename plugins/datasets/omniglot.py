@@ -14,18 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, Param, TaskBatch, parameters
 from metabench.interfaces import ImageSplit, SplitName
 from metabench.plugins.datasets.common import (
+    SEED_PARAM,
     ImageDataset,
     assign_splits,
     cached_arrays,
     decode_image,
     file_fingerprint,
+    fraction_param,
     image_split,
     stack_classes,
 )
-from metabench.tasks import TaskBatch
 
 DATA_DIR = Path(__file__).parent / "data"
 EMBEDDED_BACKGROUND = (DATA_DIR / "images_background_small1.zip", DATA_DIR / "images_background_small2.zip")
@@ -198,6 +199,33 @@ def _sources(root: str | None, *, background_only: bool, where: str) -> list[Pat
     )
 
 
+_COMMON_PARAMS = (
+    Param("image_size", int, 28, "side of the square images after resizing (MAML/MetaMix: 28)", low=4, high=105),
+    Param("rotations", bool, False, "add each character rotated by 90/180/270 degrees as 3 new classes"),
+    Param(
+        "split_by",
+        str,
+        "character",
+        "assign single characters or whole alphabets to splits",
+        choices=("character", "alphabet"),
+    ),
+)
+
+
+@parameters(
+    *_COMMON_PARAMS,
+    fraction_param("train_fraction", 0.6, "characters (or alphabets)"),
+    fraction_param("val_fraction", 0.2, "characters (or alphabets)"),
+    SEED_PARAM,
+    Param(
+        "root",
+        str,
+        None,
+        "folder of the full Omniglot (images_background/images_evaluation, folders or zips); none: the embedded "
+        "subsets",
+        nullable=True,
+    ),
+)
 def omniglot(
     *,
     image_size: int,
@@ -234,6 +262,18 @@ def omniglot(
     return ImageDataset("omniglot", splits)
 
 
+@parameters(
+    *_COMMON_PARAMS,
+    fraction_param("val_fraction", 0.2, "background characters (or alphabets)"),
+    SEED_PARAM,
+    Param(
+        "root",
+        str,
+        None,
+        "folder holding the full images_background (folder or zip); none: the embedded subsets",
+        nullable=True,
+    ),
+)
 def omniglot_lake20(
     *, image_size: int, rotations: bool, split_by: str, val_fraction: float, seed: int, root: str | None
 ) -> ImageDataset:

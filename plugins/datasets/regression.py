@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, Param, TaskBatch, parameters
 from metabench.interfaces import SplitName
-from metabench.tasks import TaskBatch
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> Tensor:
@@ -88,6 +88,14 @@ class RegressionDataset:
         return None
 
 
+@parameters(
+    Param("amplitude_low", float, 0.1, "smallest amplitude A"),
+    Param("amplitude_high", float, 5.0, "largest amplitude A"),
+    Param("phase_low", float, 0.0, "smallest phase"),
+    Param("phase_high", float, math.pi, "largest phase"),
+    Param("x_low", float, -5.0, "smallest input x"),
+    Param("x_high", float, 5.0, "largest input x"),
+)
 def sinusoid(
     *, amplitude_low: float, amplitude_high: float, phase_low: float, phase_high: float, x_low: float, x_high: float
 ) -> RegressionDataset:
@@ -101,6 +109,14 @@ def sinusoid(
     return RegressionDataset("sinusoid", {"train": family, "val": family, "test": family})
 
 
+@parameters(
+    Param("true_slope", float, 5.0, "slope of the ground truth; val/test query targets lie on it, noiseless"),
+    Param("support_slope", float, 5.3, "slope of the support points (every split)"),
+    Param("query_slope", float, 4.7, "slope of the meta-training query points"),
+    Param("noise", float, 0.1, "standard deviation of the noise eps on support and training query points", low=0.0),
+    Param("x_low", float, -5.0, "smallest input x"),
+    Param("x_high", float, 5.0, "largest input x"),
+)
 def noisy_linear(
     *, true_slope: float, support_slope: float, query_slope: float, noise: float, x_low: float, x_high: float
 ) -> RegressionDataset:

@@ -15,12 +15,18 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils import _pytree as pytree
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, MixPlan, OuterBatch, Param, TaskBatch
 from metabench.interfaces import Params, Strategy
-from metabench.tasks import MixPlan, OuterBatch, TaskBatch
 
 Vectorize = Literal["auto", "vmap", "loop"]
-VECTORIZE_CHOICES: tuple[str, ...] = ("auto", "vmap", "loop")
+VECTORIZE = Param(
+    "vectorize",
+    str,
+    "auto",
+    "one torch.func.vmap over the meta-batch, or a per-task loop (same numbers); auto: loop for conv backbones on "
+    "CPU (measured faster there), else vmap",
+    choices=("auto", "vmap", "loop"),
+)
 Loss = Callable[[Tensor, Tensor], Tensor]
 Predict = Callable[[Params, OuterBatch, Tensor, Tensor], Tensor]
 """``predict(params, outer, support_x, support_t)``: the output the outer loss compares with ``outer.targets``."""
@@ -171,6 +177,27 @@ def map_tasks(fn: Callable[[Params, Any], Any], shared: Params, batched: Any, vm
     return pytree.tree_unflatten(stacked, pytree.tree_flatten(outputs[0])[1])
 
 
+def map_by_layer(
+    fn_of_layer: Callable[[int], Callable[[Params, Any], Tensor]],
+    shared: Params,
+    batched: Any,
+    layer: int | tuple[int, ...],
+    vmap: bool,
+) -> Tensor:
+    """:func:`map_tasks` of ``fn_of_layer(layer)`` when the layer is shared; with one layer per task, one call per
+    distinct layer on its tasks, the outputs ``[T]`` put back in task order."""
+    if isinstance(layer, int):
+        return map_tasks(fn_of_layer(layer), shared, batched, vmap)
+    layers = torch.tensor(layer)
+    groups = [(layers == value).nonzero().squeeze(1) for value in sorted(set(layer))]
+    outputs = []
+    for value, tasks in zip(sorted(set(layer)), groups, strict=True):
+        subset = pytree.tree_map(lambda t, tasks=tasks: t[tasks.to(t.device)], batched)
+        outputs.append(map_tasks(fn_of_layer(value), shared, subset, vmap))
+    order = torch.cat(groups).argsort().to(outputs[0].device)
+    return torch.cat(outputs)[order]
+
+
 def detached(params: Params) -> Params:
     return {name: value.detach() for name, value in params.items()}
 
@@ -205,7 +232,7 @@ class OuterObjective:
 
     def losses(self, params: Params, fast: Params, plan: MixPlan, data: tuple[Tensor, ...]) -> Tensor:
         """Per-task outer losses ``[T]``; ``data`` = (support_x, support_t, query_x, query_t) with task dimension."""
-        return map_tasks(self.task_loss(plan.layer), params, (fast, plan.tensors, *data), self.vmap)
+        return map_by_layer(self.task_loss, params, (fast, plan.tensors, *data), plan.layer, self.vmap)
 
     def heldout_loss(self, params: Params, fast: Params, data: tuple[Tensor, ...]) -> Callable[[MixPlan], Tensor]:
         """For :meth:`Strategy.refine`: the mean query loss after one SGD step (``lookahead_lr``) of the fast weights
@@ -213,8 +240,8 @@ class OuterObjective:
         Lazy: a strategy whose ``refine`` never calls it costs nothing."""
         shared, fast = detached(params), detached(fast)
 
-        def heldout(plan: MixPlan) -> Tensor:
-            outer_loss = self.task_loss(plan.layer)
+        def lookahead_loss(layer: int) -> Callable[[Params, tuple], Tensor]:
+            outer_loss = self.task_loss(layer)
 
             def one_task(shared: Params, batch: tuple) -> Tensor:
                 fast_task, plan_tensors, support_x, support_t, query_x, query_t = batch
@@ -225,7 +252,10 @@ class OuterObjective:
                 query = OuterBatch(query_x, query_t, 0)
                 return self.loss(self.predict({**shared, **ahead}, query, support_x, support_t), query_t)
 
-            return map_tasks(one_task, shared, (fast, plan.tensors, *data), self.vmap).mean()
+            return one_task
+
+        def heldout(plan: MixPlan) -> Tensor:
+            return map_by_layer(lookahead_loss, shared, (fast, plan.tensors, *data), plan.layer, self.vmap).mean()
 
         return heldout
 

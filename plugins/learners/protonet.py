@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metabench.errors import IncompatibleError
-from metabench.interfaces import Params, Strategy
+from metabench import OuterBatch, Param, TaskBatch, parameters
+from metabench.interfaces import Params, Strategy, TaskType
 from metabench.plugins.learners.functional import (
+    VECTORIZE,
     Network,
     OuterObjective,
     Vectorize,
@@ -19,7 +20,6 @@ from metabench.plugins.learners.functional import (
     top_singular_value,
     use_vmap,
 )
-from metabench.tasks import OuterBatch, TaskBatch
 
 
 def prototype_logits(embeddings: Tensor, support_embeddings: Tensor, support_t: Tensor) -> Tensor:
@@ -28,6 +28,16 @@ def prototype_logits(embeddings: Tensor, support_embeddings: Tensor, support_t: 
     return -(embeddings[:, None, :] - prototypes[None]).square().sum(-1)
 
 
+@parameters(
+    Param(
+        "lookahead_lr",
+        float,
+        0.1,
+        "step size of the one-step lookahead that learned-λ strategies (metamixup) score their plan with",
+        low=0.0,
+    ),
+    VECTORIZE,
+)
 class ProtoNet:
     """The embedding is the backbone's representation layer (``n_layers − 1``); the head is unused.
 
@@ -54,7 +64,9 @@ class ProtoNet:
             raise RuntimeError("ProtoNet: call init_params(backbone, generator) first")
         return self._network
 
-    def incompatible(self, strategy: Strategy, strategy_name: str) -> str | None:
+    def incompatible(self, strategy: Strategy, strategy_name: str, task_type: TaskType) -> str | None:
+        if task_type != "classification":
+            return "Prototypical Networks score queries by distance to class prototypes: they need classification tasks"
         return None
 
     def embed(self, params: Params, h: Tensor, start: int = 0) -> Tensor:
@@ -63,18 +75,9 @@ class ProtoNet:
     def predict(self, params: Params, outer: OuterBatch, support_x: Tensor, support_t: Tensor) -> Tensor:
         return prototype_logits(self.embed(params, outer.h, outer.layer), self.embed(params, support_x), support_t)
 
-    @staticmethod
-    def _require_classes(tasks: TaskBatch) -> None:
-        if not tasks.is_classification:
-            raise IncompatibleError(
-                "learner 'protonet' needs classification tasks (n_way set); got regression tasks (n_way None): "
-                "use a gradient-based learner such as 'maml'"
-            )
-
     def meta_loss(
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
-        self._require_classes(tasks)
         vmap = use_vmap(self.vectorize, tasks.device, self.network)
         objective = OuterObjective(self.network, strategy, soft_cross_entropy, self.predict, self.lookahead_lr, vmap)
         # The lookahead of learned-λ strategies steps every parameter: ProtoNets' "fast weights" are the meta-weights.
@@ -84,7 +87,6 @@ class ProtoNet:
 
     @torch.no_grad()
     def evaluate(self, params: Params, tasks: TaskBatch) -> dict[str, Tensor]:
-        self._require_classes(tasks)
 
         def one_task(shared: Params, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
             support_x, support_t, query_x, query_t = batch
@@ -110,7 +112,6 @@ class ProtoNet:
     def diagnostics(self, params: Params, tasks: TaskBatch) -> dict[str, float]:
         """Gradient norms of the prototype loss of the support set and of the query set (w.r.t. the embedding
         network), and the top singular value per class of the support embeddings; averaged over tasks."""
-        self._require_classes(tasks)
         init = {name: value.detach().requires_grad_() for name, value in params.items()}
         weights = [init[name] for name in sorted(self.network.names)]
         support_t, query_t = tasks.soft_targets(tasks.support_y), tasks.soft_targets(tasks.query_y)

@@ -1,16 +1,17 @@
-"""Reptile and the train-from-scratch baseline: learners on the shared inner loop without an outer query loss."""
+"""Reptile (Nichol et al., 2018, "On First-Order Meta-Learning Algorithms")."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from metabench.interfaces import Params, Strategy
-from metabench.plugins.learners.functional import Vectorize
-from metabench.plugins.learners.maml import GradientLearner
-from metabench.tasks import TaskBatch
+from metabench import TaskBatch, parameters
+from metabench.interfaces import Params, Strategy, TaskType
+from metabench.plugins.learners.functional import VECTORIZE, Vectorize
+from metabench.plugins.learners.gradient import GradientLearner, inner_loop_params
 
 
+@parameters(*inner_loop_params(5, 0.1), VECTORIZE)
 class Reptile(GradientLearner):
     """Reptile (Nichol et al., 2018): first-order steps on each support set; the meta-gradient is θ − mean φ_i.
 
@@ -27,7 +28,7 @@ class Reptile(GradientLearner):
             vectorize=vectorize,
         )
 
-    def incompatible(self, strategy: Strategy, strategy_name: str) -> str | None:
+    def incompatible(self, strategy: Strategy, strategy_name: str, task_type: TaskType) -> str | None:
         if strategy.plain:
             return None
         return (
@@ -43,30 +44,3 @@ class Reptile(GradientLearner):
         with torch.no_grad():
             query_loss = self.query_losses(params, fast, tasks).mean()
         return loss, {"loss": float(loss.detach()), "query_loss": float(query_loss)}
-
-
-class Scratch(GradientLearner):
-    """Training from scratch (the LASIUM paper's baseline): no meta-training; each evaluation task trains the
-    freshly initialised parameters by ``steps`` SGD steps on its support set only."""
-
-    meta_trains = False
-
-    def __init__(self, *, steps: int, lr: float, vectorize: Vectorize):
-        super().__init__(inner_steps=steps, inner_lr=lr, eval_inner_steps=steps, first_order=True, vectorize=vectorize)
-
-    def incompatible(self, strategy: Strategy, strategy_name: str) -> str | None:
-        if strategy.plain:
-            return None
-        return (
-            f"training from scratch has no meta-training, hence no outer loss for strategy '{strategy_name}' to change"
-        )
-
-    def meta_loss(
-        self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
-    ) -> tuple[Tensor, dict[str, float]]:
-        """The query loss after training from scratch, with a zero meta-gradient: the runner is expected to skip
-        meta-training (``meta_trains`` is False), and a step it takes anyway leaves the parameters unchanged."""
-        fast = self.adapt_all(params, tasks, self.inner_steps, first_order=True)
-        query_loss = self.query_losses(params, fast, tasks).mean().detach()
-        loss = query_loss + 0 * sum(p.sum() for p in params.values())
-        return loss, {"loss": float(query_loss)}

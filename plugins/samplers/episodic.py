@@ -15,10 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, TaskBatch, TaskShape
 from metabench.interfaces import ImageSplit, RegressionFamily, SamplerContext, Split, SplitName, TaskSource
-from metabench.registry import Register
-from metabench.tasks import TaskBatch, TaskShape
 
 ClassChooser = Callable[[int, torch.Generator], Tensor]
 """``choose(n_tasks, generator) -> classes [n_tasks, n_way]`` on the generator's device; column j gets label j."""
@@ -151,16 +149,3 @@ class NonMutuallyExclusiveSampler(StandardSampler):
         _check_image_shape(split, shape, where)
         sets = nme_label_sets(split.n_classes, shape.n_way, context.seed)
         return _image_source(split, shape, _one_class_per_set(sets), context.device)
-
-
-def register_all(register: Register) -> None:
-    register(
-        "standard",
-        StandardSampler,
-        summary="Mutually exclusive N-way K-shot tasks, Q queries per class, labels permuted per task",
-    )
-    register(
-        "nme",
-        NonMutuallyExclusiveSampler,
-        summary="Non-mutually-exclusive tasks (MetaMix App. C.3): each meta-train class keeps one label in every task",
-    )

@@ -2,14 +2,14 @@
 space, from unlabelled images.
 
 Per task: ``N`` anchor latents at pairwise Euclidean distance ``>= epsilon`` (drawn from the prior, or encoded from
-``N`` random unlabelled images when the generator has an encoder), then ``K_tr + K_val - 1`` in-class latents per
+``N`` random unlabelled images when the generative model has an encoder), then ``K_tr + K_val - 1`` in-class latents per
 anchor by one of three strategies: ``lasium-n`` adds noise, ``lasium-ro`` interpolates toward a random out-of-class
 latent, ``lasium-oc`` toward another class's anchor. All latents of a meta-batch are decoded in one call; per class
 the first ``K_tr`` images form the support set and the last ``K_val`` the query set.
 
 The latent-space steps are plain functions (:func:`sample_anchors`, :func:`noise_latents`,
 :func:`random_out_latents`, :func:`other_class_latents`) that work without decoding. LASIUM only makes
-meta-training tasks: evaluation uses the real labelled classes (the runner draws them with the standard sampler).
+meta-training tasks: bound for evaluation, they draw standard tasks from the real labelled classes.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from metabench.cache import stable_hash
-from metabench.errors import ConfigError
-from metabench.interfaces import GenerativeModel, ImageSplit, SamplerContext, Split, SplitName
-from metabench.plugins.generators.training import as_unit_float, fit_or_load
-from metabench.registry import Param, Register, default_registry
-from metabench.tasks import TaskBatch, TaskShape
+from metabench import ConfigError, Param, TaskBatch, TaskShape, parameters, stable_hash
+from metabench.interfaces import GenerativeModel, ImageSplit, SamplerContext, Split, SplitName, TaskSource
+from metabench.plugins.generative_models.training import as_unit_float, fit_or_load
+from metabench.plugins.samplers.episodic import StandardSampler
 
-Strategy = Literal["n", "ro", "oc"]
+InClassSampling = Literal["n", "ro", "oc"]
+"""How in-class latents are drawn around an anchor: LASIUM-N, -RO or -OC."""
 AnchorDraw = Callable[[int], tuple[Tensor, Tensor | None]]
 """``draw(t)``: ``t`` candidate anchor sets ``[t, N, d]`` and, when they encode real images, those images' indices
 ``[t, N]`` (else ``None``)."""
@@ -129,7 +128,7 @@ class LasiumSource:
     """The :data:`TaskSource` a bound LASIUM sampler returns; counts the anchor resamplings it needed."""
 
     model: GenerativeModel
-    strategy: Strategy
+    in_class_sampling: InClassSampling
     amount: float  # sigma2 for N, alpha for RO and OC
     shape: TaskShape
     epsilon: float
@@ -137,7 +136,7 @@ class LasiumSource:
     where: str
     images: Tensor | None  # the real images the anchors are encoded from, or None for prior anchors
     bank: Tensor | None  # their latents [M, d]
-    generator_curve: list[float]
+    model_curve: list[float]
     resamples: int = 0
     tasks_drawn: int = 0
 
@@ -159,9 +158,9 @@ class LasiumSource:
         return sample_anchors(draw, n_tasks, self.epsilon, self.max_resamples, where=self.where)
 
     def in_class(self, anchors: Tensor, n_new: int, rng: torch.Generator) -> Tensor:
-        if self.strategy == "n":
+        if self.in_class_sampling == "n":
             return noise_latents(anchors, n_new, self.amount, rng)
-        if self.strategy == "ro":
+        if self.in_class_sampling == "ro":
             n_tasks, n_way, _ = anchors.shape
             fresh = self.model.sample_prior(n_tasks * n_way * n_new, rng).view(n_tasks, n_way, n_new, -1)
             return random_out_latents(anchors, fresh, self.amount)
@@ -191,52 +190,49 @@ class LasiumSource:
 
 
 class LasiumSampler:
-    """Binds to the meta-train split: trains (or loads from the cache) the generator on its unlabelled images."""
+    """Binds to the meta-train split: trains (or loads from the cache) the generative model on its unlabelled images;
+    evaluation tasks are the standard sampler's, on the real labelled classes."""
 
     def __init__(
         self,
         name: str,
-        strategy: Strategy,
+        in_class_sampling: InClassSampling,
         amount: float,
         *,
-        generator: str,
-        generator_params: dict[str, Any],
+        model: str,
+        model_params: dict[str, Any],
         anchors: str,
         epsilon: float,
         max_resamples: int,
     ):
-        self.name, self.strategy, self.amount = name, strategy, amount
-        self.generator, self.generator_params = generator, dict(generator_params)
+        self.name, self.in_class_sampling, self.amount = name, in_class_sampling, amount
+        self.model, self.model_params = model, dict(model_params)
         self.anchors, self.epsilon, self.max_resamples = anchors, epsilon, max_resamples
 
-    def bind(self, split: Split, shape: TaskShape, context: SamplerContext, *, role: SplitName) -> LasiumSource:
+    def bind(self, split: Split, shape: TaskShape, context: SamplerContext, *, role: SplitName) -> TaskSource:
         where = f"sampler '{self.name}'"
-        if role != "train":
-            raise ConfigError(
-                f"{where}: asked for '{role}' tasks, but LASIUM samplers generate meta-training tasks only; "
-                "evaluation uses the real labelled classes of the split (the runner draws them with the standard "
-                "sampler)"
-            )
+        if role != "train":  # LASIUM generates meta-training tasks only: evaluation is on the real labelled classes
+            return StandardSampler().bind(split, shape, context, role=role)
         if not isinstance(split, ImageSplit) or shape.n_way is None:
             raise ConfigError(f"{where}: LASIUM generates classification tasks from images; this dataset has none")
         if shape.k_shot < 1 or shape.k_query < 1:
             raise ConfigError(f"{where}: k_shot = {shape.k_shot} and k_query = {shape.k_query}; both must be >= 1")
-        if self.strategy == "oc" and shape.n_way < 2:
+        if self.in_class_sampling == "oc" and shape.n_way < 2:
             raise ConfigError(
                 f"{where}: n_way = {shape.n_way}, but LASIUM-OC interpolates toward other classes: it needs n_way >= 2"
             )
 
-        registry = context.registry or default_registry()
-        generator_where = f"{where} generator_params"
+        registry = context.registry
+        model_where = f"{where} model_params"
         model: GenerativeModel = registry.build(
-            "generator", self.generator, self.generator_params, where=generator_where, image_shape=split.image_shape
+            "generative-model", self.model, self.model_params, where=model_where, image_shape=split.image_shape
         )
-        resolved = registry.get("generator", self.generator).resolve(self.generator_params, where=generator_where)
+        resolved = registry.get("generative-model", self.model).resolve(self.model_params, where=model_where)
         encoded = self.anchors == "encoded" or (self.anchors == "auto" and model.can_encode)
         if encoded and not model.can_encode:
             raise ConfigError(
-                f"{where}: anchors = 'encoded', but generator '{self.generator}' has no encoder; "
-                "use anchors = 'prior' or 'auto', or a generator that can encode (e.g. 'vae')"
+                f"{where}: anchors = 'encoded', but generative model '{self.model}' has no encoder; "
+                "use anchors = 'prior' or 'auto', or a model that can encode (e.g. 'vae')"
             )
         images = unlabelled_images(split).to(context.device)
         if encoded and len(images) < shape.n_way:
@@ -252,13 +248,13 @@ class LasiumSampler:
                 "classes": stable_hash(list(split.class_names)),
                 "params": resolved,
             },
-            name=self.generator,
+            name=self.model,
             seed=context.seed,
             progress=context.progress,
         )
         return LasiumSource(
             model=model,
-            strategy=self.strategy,
+            in_class_sampling=self.in_class_sampling,
             amount=self.amount,
             shape=shape,
             epsilon=self.epsilon,
@@ -266,71 +262,65 @@ class LasiumSampler:
             where=where,
             images=images if encoded else None,
             bank=_encode_all(model, images) if encoded else None,
-            generator_curve=curve,
+            model_curve=curve,
         )
 
 
-# -------------------------------------------------------------------------------------------------- registration
+# ----------------------------------------------------------------------------------------------------- factories
 _COMMON_DOC = """
-Anchors: 'auto' encodes random real images when the generator has an encoder (the anchor's own image is then the
-real one, paper Fig. 2), else draws from the prior. epsilon is a Euclidean distance between latents: N(0, I) latents
-in d dimensions lie about sqrt(2d) apart (6.3 for d = 20, 16 for d = 128); the paper's Table 9 thresholds (e.g.
-187.5) are squared distances in a 128-d GAN latent. The generator is trained once per (dataset, seed, generator and
-its parameters) on the meta-train images without labels and cached under the metabench cache folder.
+Anchors: 'auto' encodes random real images when the generative model has an encoder (the anchor's own image is then
+the real one, paper Fig. 2), else draws from the prior. epsilon is a Euclidean distance between latents: N(0, I)
+latents in d dimensions lie about sqrt(2d) apart (6.3 for d = 20, 16 for d = 128); the paper's Table 9 thresholds
+(e.g. 187.5) are squared distances in a 128-d GAN latent. The model is trained once per (dataset, seed, model and its
+parameters) on the meta-train images without labels and cached under the metabench cache folder.
 """
 
-
-def _common_params() -> list[Param]:
-    return [
-        Param("generator", str, "vae", "registered generator trained on the unlabelled meta-train images"),
-        Param("generator_params", dict, {}, "parameters of the generator (see `metabench describe generator NAME`)"),
-        Param("anchors", str, "auto", "where anchors come from", choices=("auto", "prior", "encoded")),
-        Param(
-            "epsilon",
-            float,
-            0.0,
-            "minimum Euclidean distance between a task's anchor latents (0: no rejection; its scale depends on the "
-            "generator's latent space)",
-            low=0.0,
-        ),
-        Param("max_resamples", int, 1000, "redraws of a task's anchor set before giving up", low=0),
-    ]
+COMMON_PARAMS = (
+    Param("model", str, "vae", "registered generative model trained on the unlabelled meta-train images"),
+    Param("model_params", dict, {}, "parameters of the model (see `metabench describe generative-model NAME`)"),
+    Param("anchors", str, "auto", "where anchors come from", choices=("auto", "prior", "encoded")),
+    Param(
+        "epsilon",
+        float,
+        0.0,
+        "minimum Euclidean distance between a task's anchor latents (0: no rejection; its scale depends on the "
+        "model's latent space)",
+        low=0.0,
+    ),
+    Param("max_resamples", int, 1000, "redraws of a task's anchor set before giving up", low=0),
+)
 
 
-def _factory(name: str, strategy: Strategy, amount_name: str) -> Callable[..., LasiumSampler]:
-    def factory(**params: Any) -> LasiumSampler:
-        amount = params.pop(amount_name)
-        return LasiumSampler(name, strategy, amount, **params)
-
-    factory.__doc__ = f"{__doc__}\n{_COMMON_DOC}"
+def _documented(factory: Callable[..., LasiumSampler]) -> Callable[..., LasiumSampler]:
+    factory.__doc__ = f"{factory.__doc__}\n{__doc__}\n{_COMMON_DOC}"
     return factory
 
 
-def register_all(register: Register) -> None:
-    register(
-        "lasium-n",
-        _factory("lasium-n", "n", "sigma2"),
-        summary="LASIUM-N: unsupervised tasks from a generator, in-class samples = anchor + N(0, sigma2) noise.",
-        params=[
-            *_common_params(),
-            Param("sigma2", float, 0.5, "variance of the in-class noise (paper Table 7: 0.5 best on Omniglot)", low=0),
-        ],
-    )
-    register(
-        "lasium-ro",
-        _factory("lasium-ro", "ro", "alpha"),
-        summary="LASIUM-RO: unsupervised tasks from a generator, interpolating toward random out-of-class latents.",
-        params=[
-            *_common_params(),
-            Param("alpha", float, 0.2, "interpolation fraction toward v (paper Table 7: 0.2 or 0.4)", low=0, high=1),
-        ],
-    )
-    register(
-        "lasium-oc",
-        _factory("lasium-oc", "oc", "alpha"),
-        summary="LASIUM-OC: unsupervised tasks from a generator, interpolating toward the task's other anchors.",
-        params=[
-            *_common_params(),
-            Param("alpha", float, 0.2, "interpolation fraction toward z_j (paper Table 7: 0.2 or 0.4)", low=0, high=1),
-        ],
-    )
+@_documented
+@parameters(
+    *COMMON_PARAMS,
+    Param("sigma2", float, 0.5, "variance of the in-class noise (paper Table 7: 0.5 best on Omniglot)", low=0),
+)
+def lasium_n(*, sigma2: float, **common: Any) -> LasiumSampler:
+    """LASIUM-N: in-class latents ``z' = z + e``, ``e ~ N(0, sigma2 I)``."""
+    return LasiumSampler("lasium-n", "n", sigma2, **common)
+
+
+@_documented
+@parameters(
+    *COMMON_PARAMS,
+    Param("alpha", float, 0.2, "interpolation fraction toward v (paper Table 7: 0.2 or 0.4)", low=0, high=1),
+)
+def lasium_ro(*, alpha: float, **common: Any) -> LasiumSampler:
+    """LASIUM-RO: in-class latents ``z' = z + alpha (v - z)`` toward random latents ``v`` from the prior."""
+    return LasiumSampler("lasium-ro", "ro", alpha, **common)
+
+
+@_documented
+@parameters(
+    *COMMON_PARAMS,
+    Param("alpha", float, 0.2, "interpolation fraction toward z_j (paper Table 7: 0.2 or 0.4)", low=0, high=1),
+)
+def lasium_oc(*, alpha: float, **common: Any) -> LasiumSampler:
+    """LASIUM-OC: in-class latents ``z' = z_i + alpha (z_j - z_i)`` toward the anchor of another class of the task."""
+    return LasiumSampler("lasium-oc", "oc", alpha, **common)

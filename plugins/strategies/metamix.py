@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from metabench import MixPlan, OuterBatch, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
+    MIXUP_PARAMS,
     PlanOnlyStrategy,
     check_layers,
     draw_beta,
@@ -16,9 +18,9 @@ from metabench.plugins.strategies.mixing import (
     meta_batch_sizes,
     mix_support_query,
 )
-from metabench.tasks import MixPlan, OuterBatch, TaskBatch
 
 
+@parameters(*MIXUP_PARAMS)
 class MetaMixStrategy(PlanOnlyStrategy):
     """MetaMix: at a layer l drawn uniformly from ``layers``, ``X_mix = λ f^l(X_s) + (1 − λ) f^l(X_q)`` and
     ``Y_mix = λ Y_s + (1 − λ) Y_q`` on soft targets, one ``λ_j ~ Beta(alpha, beta)`` per query sample; each query

@@ -9,10 +9,22 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from metabench import MixPlan, Param, parameters
 from metabench.plugins.strategies.metamix import MetaMixStrategy
-from metabench.tasks import MixPlan
+from metabench.plugins.strategies.mixing import MIXUP_PARAMS
 
 
+@parameters(
+    *MIXUP_PARAMS,
+    Param(
+        "lambda_lr",
+        float,
+        1.0,
+        "step size of the gradient step on λ, then clipped to [0, 1] (the paper's 5.0 steps a pre-sigmoid "
+        "value, at most 1/4 as steep: about 1.25 on λ itself)",
+        low=0.0,
+    ),
+)
 class MetaMixUpStrategy(MetaMixStrategy):
     """MetaMixUp: MetaMix's pairs and layer with ``λ_i ~ Beta(alpha, beta)`` as the starting point, then one step
     ``λ ← clip(λ − lambda_lr ∇_λ L_heldout, 0, 1)`` where ``L_heldout`` is the held-out (query) loss after a one-step

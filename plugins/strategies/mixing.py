@@ -11,10 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, MixPlan, OuterBatch, Param, TaskBatch
 from metabench.interfaces import Encode
-from metabench.registry import Param
-from metabench.tasks import MixPlan, OuterBatch, TaskBatch
 
 LAYERS_PARAM = Param(
     "layers",
@@ -37,6 +35,7 @@ BETA_PARAMS = (
     ),
     Param("beta", float, 2.0, "Beta(alpha, beta) parameter beta of the mixing weight λ (see alpha)", low=1e-3),
 )
+MIXUP_PARAMS = (LAYERS_PARAM, *BETA_PARAMS)
 
 
 class PlanOnlyStrategy:

@@ -1,13 +1,15 @@
-"""MultiMix (Venkataramanan et al., Sec. 3.2, Eq. 6-8) in the outer loop: Dirichlet combinations of a whole task."""
+"""MultiMix (Venkataramanan et al., "Embedding Space Interpolation Beyond Mini-Batch, Beyond Pairs and Beyond
+Examples", Sec. 3.2, Eq. 6-8) in the outer loop: Dirichlet combinations of a whole task."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from metabench.errors import ConfigError
+from metabench import ConfigError, MixPlan, OuterBatch, Param, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
+    LAYERS_PARAM,
     PlanOnlyStrategy,
     check_layers,
     combine,
@@ -16,11 +18,22 @@ from metabench.plugins.strategies.mixing import (
     make_plan,
     meta_batch_sizes,
 )
-from metabench.tasks import MixPlan, OuterBatch, TaskBatch
 
 DEFAULT_SIZE_FACTOR = 4  # n = 4 (K_s + K_q) when n is not given: "n ≫ b" at a cost a CPU meta-step can afford
 
 
+@parameters(
+    LAYERS_PARAM,
+    Param("n", int, None, "mixed samples per task; none = 4 x (support + query size)", low=1, nullable=True),
+    Param(
+        "alpha_low",
+        float,
+        0.5,
+        "lower end of U[alpha_low, alpha_high], the Dirichlet concentration's distribution (one draw per mixed sample)",
+        low=1e-3,
+    ),
+    Param("alpha_high", float, 2.0, "upper end of the Dirichlet concentration's range", low=1e-3),
+)
 class MultiMixStrategy(PlanOnlyStrategy):
     """MultiMix: at a layer l drawn uniformly from ``layers``, ``n`` convex combinations of *all* support and query
     embeddings of a task (m = K_s + K_q), each with its own weights ``λ_k ~ Dir(a_k)`` and ``a_k ~ U[alpha_low,

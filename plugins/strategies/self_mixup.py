@@ -1,4 +1,4 @@
-"""The outer-loop data strategies compared in the MetaMix paper (Table 16): Dq, Dcob, Mixup(Ds,Ds), Mixup(Dq,Dq)."""
+"""Mixup(Ds,Ds) and Mixup(Dq,Dq) (MetaMix Table 16): manifold mixup within one set, support or query."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from metabench import MixPlan, OuterBatch, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
+    MIXUP_PARAMS,
     PlanOnlyStrategy,
     check_layers,
     draw_beta,
@@ -18,34 +20,6 @@ from metabench.plugins.strategies.mixing import (
     meta_batch_sizes,
     mix,
 )
-from metabench.tasks import MixPlan, OuterBatch, TaskBatch
-
-
-class QueryStrategy(PlanOnlyStrategy):
-    """Dq: the outer loss is computed on the query set, at the inputs (the plain algorithm; MetaMix Eq. 2)."""
-
-    plain = True
-
-    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
-        return MixPlan(0)
-
-    def apply(
-        self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
-    ) -> OuterBatch:
-        return OuterBatch(query_x, query_t, 0)
-
-
-class ConcatenationStrategy(PlanOnlyStrategy):
-    """Dcob = Ds ⊕ Dq: the outer loss on the support set followed by the query set, at the inputs (MetaMix
-    Table 16)."""
-
-    def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
-        return MixPlan(0)
-
-    def apply(
-        self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
-    ) -> OuterBatch:
-        return OuterBatch(torch.cat([support_x, query_x]), torch.cat([support_t, query_t]), 0)
 
 
 class SelfMixupStrategy(PlanOnlyStrategy):
@@ -77,12 +51,14 @@ class SelfMixupStrategy(PlanOnlyStrategy):
         return OuterBatch(mix(h, h[perm], lam), mix(t, t[perm], lam), plan.layer)
 
 
+@parameters(*MIXUP_PARAMS)
 def mixup_support(layers: list[int] | None, alpha: float, beta: float) -> SelfMixupStrategy:
     """Mixup(Ds,Ds): at a layer l drawn uniformly from ``layers``, each support sample is mixed with a sample of a
     random permutation of the support set, ``λ_j ~ Beta(alpha, beta)`` per sample; soft targets mixed the same way."""
     return SelfMixupStrategy("support", layers, alpha, beta)
 
 
+@parameters(*MIXUP_PARAMS)
 def mixup_query(layers: list[int] | None, alpha: float, beta: float) -> SelfMixupStrategy:
     """Mixup(Dq,Dq): at a layer l drawn uniformly from ``layers``, each query sample is mixed with a sample of a
     random permutation of the query set, ``λ_j ~ Beta(alpha, beta)`` per sample; support and query never mix."""

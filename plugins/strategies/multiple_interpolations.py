@@ -1,15 +1,24 @@
-"""multi-mix (Shen et al., Sec. III-A, Eq. 6) in the outer loop: K ordered interpolations per support-query pair."""
+"""multi-mix (Shen et al., "Mixup Augmentation with Multiple Interpolations", Sec. III-A, Eq. 6) in the outer loop:
+K ordered interpolations per support-query pair."""
 
 from __future__ import annotations
 
 import torch
 
+from metabench import MixPlan, Param, TaskBatch, parameters
 from metabench.plugins.strategies.metamix import MetaMixStrategy
-from metabench.plugins.strategies.mixing import draw_beta, draw_layer, draw_pairing, make_plan, meta_batch_sizes
-from metabench.tasks import MixPlan, TaskBatch
+from metabench.plugins.strategies.mixing import (
+    MIXUP_PARAMS,
+    draw_beta,
+    draw_layer,
+    draw_pairing,
+    make_plan,
+    meta_batch_sizes,
+)
 
 
-class MultiMixPairsStrategy(MetaMixStrategy):
+@parameters(*MIXUP_PARAMS, Param("k", int, 5, "interpolations per support-query pair (the paper uses 5)", low=1))
+class MultipleInterpolationsStrategy(MetaMixStrategy):
     """multi-mix: MetaMix's support-query pairs, each mixed K times with ``λ_1 < … < λ_K`` (K sorted draws of
     Beta(alpha, beta)) at the same layer. The outer batch holds all K·K_q mixes, so the usual mean loss over the batch
     is the paper's average over the K interpolations (which lowers the variance of the meta-gradient, Sec. III-B)."""

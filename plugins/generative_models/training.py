@@ -1,14 +1,15 @@
-"""What every built-in generator shares: minibatches, seeded initialisation, and the on-disk cache of trained models.
+"""What every built-in generative model shares: minibatches, seeded initialisation, the training parameters, and the
+on-disk cache of trained models.
 
-A generator is trained once per (dataset, split, generator name and resolved parameters, seed) and cached under
-``<cache_dir>/generators/`` as ``<name>-<key>.pt`` (the ``state_dict``) and ``<name>-<key>.json`` (the training curve
-and what the key was made of). Both are written to a temporary file and renamed, so a crash never leaves half a file;
-the JSON is written last and marks the entry complete.
+A model is trained once per (dataset, split, model name and resolved parameters, seed) and cached under
+``<cache_dir>/generative-models/`` as ``<name>-<key>.pt`` (the ``state_dict``) and ``<name>-<key>.json`` (the
+training curve and what the key was made of). Both are written to a temporary file and renamed, so a crash never
+leaves half a file; the JSON is written last and marks the entry complete.
 
-A third-party plugin can register a pretrained generator: its factory loads the weights, its ``fit`` returns ``[]``
+A third-party plugin can register a pretrained model: its factory loads the weights, its ``fit`` returns ``[]``
 (nothing was trained, so nothing is cached) and ``sample_prior``/``decode`` (and ``encode`` if it has one) work at
-once. Register it with ``register("my-gan", MyPretrainedGan, summary=..., params=[...])`` in a
-``metabench_register_generators`` hook and pick it with ``generator = "my-gan"`` in a LASIUM sampler's parameters.
+once. Register it with ``register("my-gan", MyPretrainedGan, summary=...)`` in a
+``metabench_register_generative_models`` hook and pick it with ``model = "my-gan"`` in a LASIUM sampler's parameters.
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from metabench.cache import stable_hash
-from metabench.evaluation import derive_seed
+from metabench import Param, derive_seed, stable_hash
 from metabench.interfaces import GenerativeModel
 
 # Bump when a built-in architecture or training loop changes, so that old cache entries are not reused.
 CACHE_FORMAT = 1
+
+
+def training_params(epochs: int, batch_size: int, lr: float, paper: str, batch_note: str) -> tuple[Param, ...]:
+    """The parameters of the training loop, with a model's defaults and what its paper used."""
+    return (
+        Param("epochs", int, epochs, f"training epochs over the unlabelled images (paper: {paper})", low=1),
+        Param("batch_size", int, batch_size, f"images per training step ({batch_note})", low=1),
+        Param("lr", float, lr, "Adam learning rate", low=0.0),
+    )
 
 
 def as_unit_float(images: Tensor) -> Tensor:
@@ -81,7 +90,7 @@ def fit_or_load(
     """
     model.to(images.device)
     key = stable_hash({"format": CACHE_FORMAT, "name": name, "seed": seed, **key_parts})
-    folder = cache_dir / "generators"
+    folder = cache_dir / "generative-models"
     weights, record = folder / f"{name}-{key}.pt", folder / f"{name}-{key}.json"
     if record.exists() and weights.exists():
         model.load_state_dict(torch.load(weights, map_location=images.device, weights_only=True))

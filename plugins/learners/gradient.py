@@ -1,0 +1,191 @@
+"""The MAML family's shared learner: MAML, FOMAML, ANIL, MetaSGD and T-Net are this class with fixed options (one file
+each beside this one), and Reptile and the from-scratch baseline build on it too."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metabench import OuterBatch, Param, TaskBatch
+from metabench.interfaces import Params, Strategy, TaskType
+from metabench.plugins.learners.functional import (
+    VECTORIZE,
+    InnerLoop,
+    Network,
+    OuterObjective,
+    Vectorize,
+    detached,
+    gradient_norm,
+    hidden_channels,
+    initial_backbone_params,
+    lr_name,
+    map_tasks,
+    task_loss,
+    task_score,
+    top_singular_value,
+    transform_name,
+    use_vmap,
+)
+
+
+def inner_loop_params(steps: int, lr: float) -> tuple[Param, ...]:
+    """The inner loop's parameters, with the defaults of the learner that declares them."""
+    return (
+        Param("inner_steps", int, steps, "gradient steps on the support set during meta-training", low=1),
+        Param("inner_lr", float, lr, "inner-loop step size", low=0.0),
+        Param(
+            "eval_inner_steps", int, None, "steps at evaluation (first-order; none = inner_steps)", low=0, nullable=True
+        ),
+    )
+
+
+FIRST_ORDER = Param("first_order", bool, False, "drop second derivatives of the inner loop from the meta-gradient")
+MAML_PARAMS = (*inner_loop_params(1, 0.4), FIRST_ORDER, VECTORIZE)
+"""MAML's parameters, shared by the variants that differ from it only in what the inner loop adapts or learns;
+inner lr 0.4 and one step: MAML's (and MetaMix App. C's) Omniglot setting."""
+
+
+class GradientLearner:
+    """Meta-learns an initialisation adapted by gradient steps on each support set (MAML and its variants).
+
+    Options: ``head_only`` adapts only the backbone's head (ANIL); ``learned_lrs`` meta-learns one inner step size
+    per parameter element (MetaSGD); ``transforms`` meta-learns an identity-initialised linear map of the channels
+    after every block, not adapted in the inner loop (T-Net). Evaluation adapts first-order for
+    ``eval_inner_steps`` steps (default: ``inner_steps``).
+    """
+
+    meta_trains = True
+
+    def __init__(
+        self,
+        *,
+        inner_steps: int,
+        inner_lr: float,
+        eval_inner_steps: int | None,
+        first_order: bool,
+        vectorize: Vectorize,
+        head_only: bool = False,
+        learned_lrs: bool = False,
+        transforms: bool = False,
+    ):
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.first_order = first_order
+        self.vectorize = vectorize
+        self.head_only = head_only
+        self.learned_lrs = learned_lrs
+        self.transforms = transforms
+        self._inner: InnerLoop | None = None
+
+    # ------------------------------------------------------------------------------------------------------ binding
+    def init_params(self, backbone: nn.Module, generator: torch.Generator) -> Params:
+        params = initial_backbone_params(backbone, generator)
+        adapted = tuple(name for name in params if not self.head_only or name.startswith(backbone.head_prefix))
+        if self.learned_lrs:
+            params.update({lr_name(name): torch.full_like(params[name], self.inner_lr) for name in adapted})
+        if self.transforms:
+            for layer, channels in enumerate(hidden_channels(backbone), start=1):
+                reference = params[adapted[0]]
+                params[transform_name(layer)] = torch.eye(channels, device=reference.device, dtype=reference.dtype)
+        self._inner = InnerLoop(Network(backbone, self.transforms), adapted, self.inner_lr, self.learned_lrs)
+        return {name: value.detach().requires_grad_() for name, value in params.items()}
+
+    @property
+    def inner(self) -> InnerLoop:
+        if self._inner is None:
+            raise RuntimeError(f"{type(self).__name__}: call init_params(backbone, generator) first")
+        return self._inner
+
+    @property
+    def network(self) -> Network:
+        return self.inner.network
+
+    def incompatible(self, strategy: Strategy, strategy_name: str, task_type: TaskType) -> str | None:
+        return None
+
+    # --------------------------------------------------------------------------------------------------- training
+    def adapt_all(self, params: Params, tasks: TaskBatch, steps: int, first_order: bool) -> Params:
+        """Fast weights of every task (adapted parameters only), with a task dimension."""
+        loss = task_loss(tasks)
+
+        def one_task(shared: Params, batch: tuple[Tensor, Tensor]) -> Params:
+            return self.inner.adapt(shared, *batch, loss, steps, first_order)
+
+        support = (tasks.support_x, tasks.soft_targets(tasks.support_y))
+        return map_tasks(one_task, params, support, use_vmap(self.vectorize, tasks.device, self.network))
+
+    def query_losses(self, params: Params, fast: Params, tasks: TaskBatch) -> Tensor:
+        """Per-task loss ``[T]`` of the fast weights on the query set."""
+        loss = task_loss(tasks)
+
+        def one_task(shared: Params, batch: tuple) -> Tensor:
+            fast_task, query_x, query_t = batch
+            return loss(self.network({**shared, **fast_task}, query_x), query_t)
+
+        batch = (fast, tasks.query_x, tasks.soft_targets(tasks.query_y))
+        return map_tasks(one_task, params, batch, use_vmap(self.vectorize, tasks.device, self.network))
+
+    def objective(self, strategy: Strategy, tasks: TaskBatch) -> OuterObjective:
+        def rest_of_network(params: Params, outer: OuterBatch, support_x: Tensor, support_t: Tensor) -> Tensor:
+            return self.network(params, outer.h, start=outer.layer)
+
+        vmap = use_vmap(self.vectorize, tasks.device, self.network)
+        return OuterObjective(self.network, strategy, task_loss(tasks), rest_of_network, self.inner_lr, vmap)
+
+    def meta_loss(
+        self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        fast = self.adapt_all(params, tasks, self.inner_steps, self.first_order)
+        loss = self.objective(strategy, tasks).meta_loss(params, fast, tasks, rng)
+        return loss, {"loss": float(loss.detach())}
+
+    # ------------------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, params: Params, tasks: TaskBatch) -> dict[str, Tensor]:
+        """Scores of each task before and after ``eval_inner_steps`` first-order steps; no outer graph is built."""
+        loss, score = task_loss(tasks), task_score(tasks)
+        steps = self.eval_inner_steps
+
+        def one_task(shared: Params, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+            support_x, support_t, query_x, query_t = batch
+            adapted = {**shared, **self.inner.adapt(shared, support_x, support_t, loss, steps, first_order=True)}
+            return {
+                "pre": score(self.network(shared, query_x), query_t),
+                "post": score(self.network(adapted, query_x), query_t),
+                "train_pre": score(self.network(shared, support_x), support_t),
+                "train_post": score(self.network(adapted, support_x), support_t),
+            }
+
+        batch = (tasks.support_x, tasks.soft_targets(tasks.support_y), tasks.query_x, tasks.soft_targets(tasks.query_y))
+        return map_tasks(one_task, detached(params), batch, use_vmap(self.vectorize, tasks.device, self.network))
+
+    def diagnostics(self, params: Params, tasks: TaskBatch) -> dict[str, float]:
+        """MetaMix's analyses, averaged over tasks: gradient norms w.r.t. the initialisation of the post-adaptation
+        loss on the support and on the query set (Fig. 3), and the top singular value per class of the adapted
+        support representations before the head (Table 1/8, classification only)."""
+        loss = task_loss(tasks)
+        init = {name: value.detach().requires_grad_() for name, value in params.items()}
+        initialisation = [init[name] for name in sorted(self.network.names)]
+        support_t, query_t = tasks.soft_targets(tasks.support_y), tasks.soft_targets(tasks.query_y)
+        norms_support, norms_query, singular = [], [], []
+        with torch.enable_grad():
+            for i in range(tasks.n_tasks):
+                fast = self.inner.adapt(
+                    init, tasks.support_x[i], support_t[i], loss, self.inner_steps, self.first_order
+                )
+                adapted = {**init, **fast}
+                support_loss = loss(self.network(adapted, tasks.support_x[i]), support_t[i])
+                norms_support.append(gradient_norm(support_loss, initialisation))
+                query_loss = loss(self.network(adapted, tasks.query_x[i]), query_t[i])
+                norms_query.append(gradient_norm(query_loss, initialisation))
+                if tasks.is_classification:
+                    representations = self.network(adapted, tasks.support_x[i], 0, self.network.representation_layer)
+                    singular.append(float(top_singular_value(representations.detach(), support_t[i])))
+        metrics = {
+            "grad_norm_support": sum(norms_support) / len(norms_support),
+            "grad_norm_query": sum(norms_query) / len(norms_query),
+        }
+        if singular:
+            metrics["top_singular_value"] = sum(singular) / len(singular)
+        return metrics
