@@ -18,21 +18,33 @@ from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
 from metabench.runner import RunOptions, resolve_device
 
 
-def _plugins(args: argparse.Namespace, registry: Registry) -> int:
-    specs = registry.specs(args.kind)
-    broken = [] if args.kind else registry.broken
-    if args.json:
-        rows = [
-            {
-                "kind": s.kind,
-                "name": s.name,
-                "provider": s.provider.distribution,
-                "version": s.provider.version,
-                "summary": s.summary,
-                "status": "ok",
-            }
-            for s in specs
-        ] + [
+def _plugin_rows(registry: Registry, kind: str | None) -> list[dict[str, str]]:
+    """One row per component (status ``ok``), per conflicting name and per broken plugin."""
+    rows = [
+        {
+            "kind": s.kind,
+            "name": s.name,
+            "provider": s.provider.distribution,
+            "version": s.provider.version,
+            "summary": s.summary,
+            "status": "ok",
+        }
+        for s in registry.specs(kind)
+    ]
+    rows += [
+        {
+            "kind": c.kind,
+            "name": c.name,
+            "provider": ", ".join(p.distribution for p in c.providers),
+            "version": ", ".join(p.version for p in c.providers),
+            "summary": c.message(),
+            "status": "conflict",
+        }
+        for c in registry.conflicts.values()
+        if kind in (None, c.kind)
+    ]
+    if kind is None:
+        rows += [
             {
                 "kind": "plugin",
                 "name": b.plugin,
@@ -41,18 +53,31 @@ def _plugins(args: argparse.Namespace, registry: Registry) -> int:
                 "summary": b.error,
                 "status": "broken",
             }
-            for b in broken
+            for b in registry.broken
         ]
+    return rows
+
+
+def _plugins(args: argparse.Namespace, registry: Registry) -> int:
+    rows = _plugin_rows(registry, args.kind)
+    if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = [[s.kind, s.name, str(s.provider), s.summary] for s in specs]
-    table += [["BROKEN", b.plugin, str(b.provider), b.error] for b in broken]
+    table = [
+        [
+            r["status"].upper() if r["status"] != "ok" else r["kind"],
+            r["name"],
+            f"{r['provider']} {r['version']}",
+            r["summary"],
+        ]
+        for r in rows
+    ]
     print(tabulate(table, headers=["kind", "name", "provider", "summary"], tablefmt="simple"))
     return 0
 
 
 def describe_text(spec: ComponentSpec) -> str:
-    header = f"{spec.kind} '{spec.name}' — {spec.summary}\nprovider: {spec.provider}\n"
+    header = f"{spec.kind} '{spec.name}' — {spec.summary}\nprovider: {spec.provider}\ndefined at: {spec.location}\n"
     rows = [[p.name, p.type_name, repr(p.default), _allowed(p.low, p.high, p.choices), p.doc] for p in spec.params]
     params = tabulate(rows, headers=["parameter", "type", "default", "allowed", "doc"]) if rows else "(no parameters)"
     return f"{header}\n{params}\n\n{spec.doc}\n"

@@ -11,5 +11,5 @@ class ConfigError(MetabenchError, ValueError):
     """A configuration value is wrong (unknown name, unknown parameter, wrong type, out of range)."""
 
 
-class DuplicateComponentError(MetabenchError):
-    """Two plugins registered the same name for the same kind."""
+class DuplicateComponentError(ConfigError):
+    """A benchmark names a component that two plugins registered under the same name."""

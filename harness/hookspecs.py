@@ -6,14 +6,20 @@ Two families:
   entry-point group ``metabench``. Each receives a ``register`` callable bound to the calling plugin's distribution,
   so the registry knows who provides what. Call it once per component::
 
-      register("my-learner", MyLearner, summary="One line.", params=[Param("lr", float, 0.1, "step size", low=0)])
+      @parameters(Param("lr", float, 0.1, "step size", low=0))
+      class MyLearner: ...
 
-  ``factory`` is a class or function; the registry calls it with the validated parameters as keyword arguments
-  (plus the context arguments of its kind, documented on each hook). Registration hooks return nothing.
+      register("my-learner", MyLearner, summary="One line.")
+
+  ``factory`` is a class or function whose parameters are declared on it with :func:`metabench.parameters`; the
+  registry calls it with the validated parameters as keyword arguments (plus the context arguments of its kind,
+  documented on each hook). A hook that raises, or registers a component with an invalid declaration, marks its plugin
+  broken: none of its components is registered, and every other plugin keeps working.
 
 * **Lifecycle hooks** are called while a benchmark runs, for loggers and reporters. They receive plain data
-  (``RunSpec``, dicts of floats, JSON-ready records) and return nothing; an exception in one is reported as a warning
-  and does not stop the run.
+  (``RunSpec``, dicts of floats, JSON-ready records) and return nothing. Each implementation is called on its own
+  (:meth:`metabench.registry.Registry.fire`); one that raises is reported as a warning naming its plugin, once per
+  run, and stops neither the run nor the other reporters.
 """
 
 from __future__ import annotations

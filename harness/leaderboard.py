@@ -25,7 +25,6 @@ from tabulate import tabulate  # noqa: E402
 from metabench import results  # noqa: E402
 from metabench.evaluation import summarize  # noqa: E402
 from metabench.registry import Registry  # noqa: E402
-from metabench.runner import fire  # noqa: E402
 
 BASELINE_STRATEGY = "query"
 SIGNIFICANCE = 0.05
@@ -322,5 +321,5 @@ def write_leaderboard(out: Path, registry: Registry | None = None) -> list[Path]
             plot_run(record, plot)
             paths.append(plot)
     if registry is not None:
-        fire(registry, "metabench_leaderboard_written", paths=paths)
+        registry.fire("metabench_leaderboard_written", paths=paths)
     return paths

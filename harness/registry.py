@@ -10,6 +10,7 @@ import difflib
 import functools
 import importlib.metadata
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from metabench import hookspecs
 from metabench.errors import ConfigError, DuplicateComponentError
 
 ENTRY_POINT_GROUP = "metabench"
+_HOOK_NAMES = tuple(name for name in dir(hookspecs) if name.startswith("metabench_"))
 
 KINDS: dict[str, str] = {
     "dataset": "metabench_register_datasets",
@@ -86,6 +88,9 @@ class Param:
         return converted
 
     def _check_range(self, value: Any, fail: Callable[[str], ConfigError]) -> None:
+        bounded = self.low is not None or self.high is not None
+        if bounded and isinstance(value, float) and not math.isfinite(value):
+            raise fail("must be a finite number")
         if self.choices is not None and value not in self.choices:
             raise fail(f"must be one of {', '.join(map(repr, self.choices))}")
         if self.low is not None and value < self.low:
@@ -153,6 +158,17 @@ class ComponentSpec:
     def doc(self) -> str:
         return inspect.cleandoc(getattr(self.factory, "__doc__", None) or self.summary)
 
+    @property
+    def location(self) -> str:
+        """Where the factory is defined: ``module.qualname (path:line)``, as far as Python can tell."""
+        factory = inspect.unwrap(self.factory)
+        name = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', type(factory).__name__)}"
+        try:
+            path, line = inspect.getsourcefile(factory), inspect.getsourcelines(factory)[1]
+        except (OSError, TypeError):
+            return name
+        return f"{name} ({path}:{line})"
+
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
@@ -175,9 +191,27 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class BrokenPlugin:
+    """A plugin that could not be loaded or registered: shown by ``metabench plugins``, the rest keeps working."""
+
     plugin: str
     provider: Provider
     error: str
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A name of one kind registered by more than one plugin: only a benchmark that uses it fails."""
+
+    kind: str
+    name: str
+    providers: tuple[Provider, ...]
+
+    def message(self) -> str:
+        who = " and ".join(f"{p} (plugin '{p.plugin}')" for p in self.providers)
+        return (
+            f"{self.kind} '{self.name}' is registered twice: by {who}; uninstall one of them or ask its author to "
+            "rename the component"
+        )
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
@@ -186,39 +220,89 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class RegistrationError(Exception):
+    """A plugin registered a component the host cannot use (bad name, bad parameter declaration)."""
+
+
+def check_declaration(kind: str, name: str, factory: Callable[..., Any], params: tuple[Any, ...]) -> None:
+    """Raise :class:`RegistrationError` unless ``params`` is a usable declaration for ``factory``: Params with
+    distinct plain names, supported types, ``low <= high``, and defaults of their own type and range."""
+    label = f"{kind} '{name}'"
+    if not isinstance(name, str) or not name or any(c.isspace() or c == "/" for c in name):
+        raise RegistrationError(f"{kind} name {name!r}: a name needs characters other than '/' and whitespace")
+    if not callable(factory):
+        raise RegistrationError(f"{label}: factory {factory!r} is not callable")
+    seen: set[str] = set()
+    for param in params:
+        if not isinstance(param, Param):
+            raise RegistrationError(f"{label}: parameter declaration {param!r} is not a metabench.Param")
+        where = f"{label} parameter '{param.name}'"
+        if not isinstance(param.name, str) or not param.name.isidentifier():
+            raise RegistrationError(f"{label}: parameter name {param.name!r} is not an identifier")
+        if param.name in seen:
+            raise RegistrationError(f"{where} is declared twice")
+        seen.add(param.name)
+        if param.type not in _TYPE_NAMES:
+            raise RegistrationError(f"{where}: type {param.type!r} is not one of {', '.join(_TYPE_NAMES.values())}")
+        if param.low is not None and param.high is not None and param.low > param.high:
+            raise RegistrationError(f"{where}: low = {param.low} > high = {param.high}")
+        if param.default is not None or not param.nullable:
+            try:
+                param.validate(param.default, component=label, where="its default")
+            except ConfigError as error:
+                raise RegistrationError(f"{where}: the default is invalid ({error})") from None
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    missing = [name for name in seen if not accepts_any and name not in signature.parameters]
+    if missing:
+        raise RegistrationError(f"{label}: its factory takes no argument {', '.join(map(repr, sorted(missing)))}")
+
+
 class Register:
     """The callable a registration hook receives: ``register(name, factory, summary="One line.")``; the parameters
-    come from the factory's :func:`parameters` declaration."""
+    come from the factory's :func:`parameters` declaration. Bound to one plugin: what it registers is kept only
+    when its hook returns without error."""
 
-    def __init__(self, registry: Registry, kind: str, provider: Provider):
-        self._registry = registry
+    def __init__(self, kind: str, provider: Provider):
         self.kind = kind
         self.provider = provider
+        self.specs: list[ComponentSpec] = []
 
     def __call__(self, name: str, factory: Callable[..., Any], *, summary: str) -> Callable[..., Any]:
-        spec = ComponentSpec(self.kind, name, factory, summary, declared_params(factory), self.provider)
-        self._registry._add(spec)
+        params = declared_params(factory)
+        check_declaration(self.kind, name, factory, params)
+        self.specs.append(ComponentSpec(self.kind, name, factory, str(summary), params, self.provider))
         return factory
 
 
+def _failure(error: BaseException) -> str:
+    last_line = (str(error).strip().splitlines() or [""])[-1]
+    return f"{type(error).__name__}: {last_line}" if last_line else type(error).__name__
+
+
 class Registry:
-    """All components by kind, the plugin manager for lifecycle hooks, and the plugins that failed to load."""
+    """All components by kind, the plugins that failed to load, the conflicting names, and hook calling."""
 
     def __init__(self) -> None:
         self.plugin_manager = pluggy.PluginManager("metabench")
         self.plugin_manager.add_hookspecs(hookspecs)
         self._components: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
         self.broken: list[BrokenPlugin] = []
+        self.conflicts: dict[tuple[str, str], Conflict] = {}
         self._providers: dict[str, Provider] = {}
-
-    @property
-    def hook(self) -> Any:
-        """Lifecycle hooks: ``registry.hook.metabench_run_started(spec=...)``."""
-        return self.plugin_manager.hook
+        self._warned: set[tuple[str, str, str]] = set()
 
     @classmethod
     def load(cls, extra_plugins: Iterable[ModuleType | object] = (), *, entry_points: bool = True) -> Registry:
-        """Load every plugin of the entry-point group (unless ``entry_points=False``) plus ``extra_plugins``."""
+        """Load every plugin of the entry-point group (unless ``entry_points=False``) plus ``extra_plugins``.
+
+        Never raises for a plugin's fault: a plugin that fails to import (any exception, ``SystemExit`` included),
+        has an invalid or misspelt hook implementation, raises in a registration hook or declares invalid parameters
+        becomes a :class:`BrokenPlugin` (with a warning); a name registered by two plugins becomes a
+        :class:`Conflict`. Everything else is registered."""
         registry = cls()
         if entry_points:
             registry._load_entry_points()
@@ -237,41 +321,57 @@ class Registry:
             if key in seen:  # the same distribution found twice on sys.path (e.g. editable + build dir)
                 continue
             seen.add(key)
+            label = f"{entry_point.name} = {entry_point.value}"
             try:
                 plugin = entry_point.load()
-            except Exception as error:  # noqa: BLE001 - any import failure makes the plugin broken, not the host
-                last_line = (str(error).strip().splitlines() or [""])[-1]
-                message = f"{type(error).__name__}: {last_line}"
-                self.broken.append(BrokenPlugin(f"{entry_point.name} = {entry_point.value}", provider, message))
-                warnings.warn(
-                    f"metabench plugin '{entry_point.name}' ({entry_point.value}) from {provider} failed to load: "
-                    f"{message}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # noqa: BLE001 - even sys.exit() at import only breaks that plugin
+                self._break(label, provider, f"failed to load: {_failure(error)}")
                 continue
-            self._register_plugin(plugin, f"{provider.distribution}:{entry_point.name}", provider)
+            self._register_plugin(plugin, f"{provider.distribution}:{entry_point.name}", provider, label)
 
-    def _register_plugin(self, plugin: object, name: str, provider: Provider) -> None:
-        if self.plugin_manager.is_registered(plugin):
+    def _break(self, plugin: str, provider: Provider, error: str) -> None:
+        self.broken.append(BrokenPlugin(plugin, provider, error))
+        warnings.warn(f"metabench plugin '{plugin}' from {provider} is broken: {error}", RuntimeWarning, stacklevel=3)
+
+    def _register_plugin(self, plugin: object, name: str, provider: Provider, label: str | None = None) -> None:
+        manager = self.plugin_manager
+        if manager.is_registered(plugin):
             return
-        self.plugin_manager.register(plugin, name=name)
+        try:
+            manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as error:
+            self._break(label or name, provider, f"invalid hook implementation: {error}")
+            return
+        unknown = [caller.name for caller in manager.get_hookcallers(plugin) or [] if caller.spec is None]
+        if unknown:
+            manager.unregister(plugin)
+            hooks = ", ".join(f"'{hook}'{did_you_mean(hook, _HOOK_NAMES)}" for hook in sorted(unknown))
+            self._break(label or name, provider, f"unknown hook {hooks}; hooks: see metabench.hookspecs")
+            return
         self._providers[name] = provider
 
     def _call_registration_hooks(self) -> None:
+        registered: dict[tuple[str, str], list[ComponentSpec]] = {}
         for kind, hook_name in KINDS.items():
             for impl in getattr(self.plugin_manager.hook, hook_name).get_hookimpls():
-                impl.function(register=Register(self, kind, self._providers[impl.plugin_name]))
-
-    def _add(self, spec: ComponentSpec) -> None:
-        existing = self._components[spec.kind].get(spec.name)
-        if existing is not None:
-            raise DuplicateComponentError(
-                f"{spec.kind} '{spec.name}' is registered twice: by {existing.provider} "
-                f"(plugin '{existing.provider.plugin}') and by {spec.provider} (plugin '{spec.provider.plugin}'); "
-                "uninstall one of them or rename the component"
-            )
-        self._components[spec.kind][spec.name] = spec
+                provider = self._providers[impl.plugin_name]
+                register = Register(kind, provider)
+                try:
+                    impl.function(register=register)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as error:  # noqa: BLE001 - a plugin's failure must not take down the host
+                    self._break(provider.plugin, provider, f"{hook_name} raised {_failure(error)}")
+                    continue
+                for spec in register.specs:
+                    registered.setdefault((spec.kind, spec.name), []).append(spec)
+        for (kind, name), specs in registered.items():
+            if len(specs) == 1:
+                self._components[kind][name] = specs[0]
+            else:
+                self.conflicts[kind, name] = Conflict(kind, name, tuple(s.provider for s in specs))
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._components[self._kind(kind)])
@@ -282,8 +382,10 @@ class Registry:
 
     def get(self, kind: str, name: str, *, where: str = "") -> ComponentSpec:
         components = self._components[self._kind(kind)]
+        prefix = f"{where}: " if where else ""
+        if (kind, name) in self.conflicts:
+            raise DuplicateComponentError(prefix + self.conflicts[kind, name].message())
         if name not in components:
-            prefix = f"{where}: " if where else ""
             available = ", ".join(sorted(components)) or "(none registered)"
             raise ConfigError(
                 f"{prefix}unknown {kind} '{name}'{did_you_mean(name, components)}; available: {available}"
@@ -297,6 +399,26 @@ class Registry:
         spec = self.get(kind, name, where=where)
         resolved = spec.resolve(params, where=where or f"{kind} '{name}'")
         return spec.factory(**context, **resolved)
+
+    def fire(self, hook: str, **kwargs: Any) -> None:
+        """Call the lifecycle hook ``hook`` on every plugin that implements it, each on its own: one that raises is
+        reported as a warning naming its plugin, once per run (``kwargs["spec"]``), and never stops the others."""
+        run = getattr(kwargs.get("spec"), "config_hash", "")
+        for impl in getattr(self.plugin_manager.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as error:  # noqa: BLE001 - reporters must not break runs
+                key = (impl.plugin_name, hook, run)
+                if key in self._warned:
+                    continue
+                self._warned.add(key)
+                provider = self._providers.get(impl.plugin_name)
+                warnings.warn(
+                    f"plugin '{impl.plugin_name}' ({provider}) raised in {hook}: {_failure(error)}"
+                    + (" (further failures of this run are not shown)" if run else ""),
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     @staticmethod
     def _kind(kind: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,14 +65,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def fire(registry: Registry, hook: str, **kwargs: Any) -> None:
-    """Call a lifecycle hook; a reporter's exception is a warning, never the end of a run."""
-    try:
-        getattr(registry.hook, hook)(**kwargs)
-    except Exception as error:  # noqa: BLE001 - reporters must not break runs
-        warnings.warn(f"lifecycle hook {hook} raised {type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
-
-
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
 
@@ -82,7 +73,7 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
     started = time.time()
-    fire(registry, "metabench_run_started", spec=spec)
+    registry.fire("metabench_run_started", spec=spec)
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "config_hash": spec.config_hash,
@@ -160,7 +151,7 @@ def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: tor
     n_diag = min(spec.training.diagnostic_tasks, test_tasks.n_tasks)
     diagnostics = learner.diagnostics(params, test_tasks.select(slice(0, n_diag))) if n_diag else {}
     summary = {**summarize(test["post"]), "per_task": [round(float(s), 6) for s in test["post"]]}
-    fire(registry, "metabench_evaluation_finished", spec=spec, split="test", scores={**summary, "step": None})
+    registry.fire("metabench_evaluation_finished", spec=spec, split="test", scores={**summary, "step": None})
     return {
         "metric": metric,
         "metrics": {"test": summary, **{f"test_{k}": summarize(v) for k, v in test.items() if k != "post"}},
@@ -252,7 +243,7 @@ class _Trainer:
         self.state.step += 1
         self.state.losses.append(value)
         metrics = {"loss": value, **{k: float(v) for k, v in metrics.items()}}
-        fire(self.registry, "metabench_step_finished", spec=self.spec, step=self.state.step, metrics=metrics)
+        self.registry.fire("metabench_step_finished", spec=self.spec, step=self.state.step, metrics=metrics)
         return value
 
     def _validate(self, val_tasks: TaskBatch, probe_tasks: TaskBatch) -> None:
@@ -275,7 +266,7 @@ class _Trainer:
         if state.best_score is None or sign * score["mean"] > sign * state.best_score:
             state.best_score, state.best_step = score["mean"], state.step
             self.best = {name: p.detach().clone() for name, p in self.params.items()}
-        fire(self.registry, "metabench_evaluation_finished", spec=self.spec, split="val", scores={**score, **point})
+        self.registry.fire("metabench_evaluation_finished", spec=self.spec, split="val", scores={**score, **point})
 
     def _checkpoint(self) -> None:
         results.save_checkpoint(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,21 +82,86 @@ STRATEGY_PLUGIN = """
     """
 
 
+def _register_strategy(hook_line: str = "def metabench_register_strategies(register):", body: str = "") -> str:
+    return f"""
+    from metabench import hookimpl, Param, parameters
+
+    {body}
+
+    @hookimpl
+    {hook_line}
+        register("twin", lambda: None, summary="A strategy whose name another plugin uses too.")
+    """
+
+
+FAILING_REPORTER = """
+    from metabench import hookimpl
+
+
+    @hookimpl
+    def metabench_step_finished(spec, step, metrics):
+        raise RuntimeError("tracker unreachable")
+"""
+
+BAD_PARAMS = """
+    from metabench import hookimpl, Param, parameters
+
+
+    @parameters(Param("sigma", float, "wide", "a default of the wrong type"))
+    def noisy(*, sigma):
+        return sigma
+
+
+    @hookimpl
+    def metabench_register_strategies(register):
+        register("noisy", noisy, summary="declares a bad parameter")
+"""
+
+BROKEN_PLUGINS = {
+    # distribution: (module body, what `metabench plugins` must say about it)
+    "metabench-broken": ("import a_module_that_does_not_exist\n", "No module named 'a_module_that_does_not_exist'"),
+    "metabench-exits": ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+    "metabench-raises": (
+        _register_strategy(
+            body="",
+            hook_line="def metabench_register_strategies(register):\n        raise "
+            "RuntimeError('registration exploded')",
+        ),
+        "metabench_register_strategies raised RuntimeError: registration exploded",
+    ),
+    "metabench-signature": (
+        _register_strategy(hook_line="def metabench_register_strategies(register, colour):"),
+        "invalid hook implementation",
+    ),
+    "metabench-misspelt": (
+        _register_strategy(hook_line="def metabench_register_strategy(register):"),
+        "unknown hook 'metabench_register_strategy' (did you mean 'metabench_register_strategies'?)",
+    ),
+    "metabench-badparams": (BAD_PARAMS, "parameter 'sigma': the default is invalid"),
+}
+
+
 @pytest.fixture(scope="module")
 def installed_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Three throwaway distributions: a working plugin, one that fails to import, and one that clashes."""
+    """Throwaway distributions: a working strategy, a reporter that raises, two that register the same name, and one
+    for each way a plugin can be broken."""
     root = tmp_path_factory.mktemp("plugins")
-    packages = {
-        "metabench-halfquery": _write_plugin_package(root, "metabench-halfquery", "mb_halfquery", STRATEGY_PLUGIN),
-        "metabench-broken": _write_plugin_package(
-            root, "metabench-broken", "mb_broken", "import a_module_that_does_not_exist\n", version="1.0.0"
-        ),
+    bodies = {
+        "metabench-halfquery": STRATEGY_PLUGIN,
+        "metabench-reporter": FAILING_REPORTER,
+        "metabench-twin-a": _register_strategy(),
+        "metabench-twin-b": _register_strategy(),
+        **{dist: body for dist, (body, _) in BROKEN_PLUGINS.items()},
     }
-    _pip("install", "--no-build-isolation", "--no-deps", *map(str, packages.values()))
+    packages = [
+        _write_plugin_package(root, dist, "mb_" + dist.removeprefix("metabench-").replace("-", "_"), body, "1.0.0")
+        for dist, body in bodies.items()
+    ]
+    _pip("install", "--no-build-isolation", "--no-deps", *map(str, packages))
     try:
         yield
     finally:
-        _pip("uninstall", "-y", *packages)
+        _pip("uninstall", "-y", *bodies)
 
 
 def test_installed_plugin_is_listed_with_its_provider(installed_plugins: None) -> None:
@@ -108,40 +174,89 @@ def test_installed_plugin_is_listed_with_its_provider(installed_plugins: None) -
             "kind": "strategy",
             "name": "half-query",
             "provider": "metabench-halfquery",
-            "version": "0.3.1",
+            "version": "1.0.0",
             "summary": "Outer loss on a fraction of the query set.",
             "status": "ok",
         }
     ]
 
 
-def test_installed_plugin_is_described(installed_plugins: None) -> None:
+def test_installed_plugin_is_described_with_where_it_is_defined(installed_plugins: None) -> None:
     result = _metabench("describe", "strategy", "half-query")
     assert result.returncode == 0, result.stderr
-    assert "metabench-halfquery 0.3.1" in result.stdout
+    assert "metabench-halfquery 1.0.0" in result.stdout
     assert "fraction" in result.stdout and "[0.0, 1.0]" in result.stdout and "0.5" in result.stdout
+    assert "defined at: mb_halfquery.HalfQuery (" in result.stdout and "mb_halfquery/__init__.py:" in result.stdout
 
 
-def test_broken_plugin_warns_and_is_listed_but_the_rest_works(installed_plugins: None) -> None:
-    result = _metabench("plugins")
-    assert result.returncode == 0
-    assert "mb_broken" in result.stderr and "No module named 'a_module_that_does_not_exist'" in result.stderr
-    broken_rows = [line for line in result.stdout.splitlines() if "metabench-broken" in line]
-    assert len(broken_rows) == 1 and broken_rows[0].startswith("BROKEN") and "metabench-broken 1.0.0" in broken_rows[0]
-    assert "half-query" in result.stdout
+def test_every_broken_plugin_is_listed_and_warned_about_and_the_rest_works(installed_plugins: None) -> None:
+    result = _metabench("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    broken = {r["provider"]: r for r in rows if r["status"] == "broken"}
+    for dist, (_, reason) in BROKEN_PLUGINS.items():
+        assert dist in broken, f"{dist} not listed as broken"
+        assert reason in broken[dist]["summary"] and broken[dist]["version"] == "1.0.0"
+        assert dist in result.stderr
+    assert {r["name"] for r in rows if r["status"] == "ok"} >= {"half-query", "maml", "metamix", "omniglot"}
+    assert "noisy" not in {r["name"] for r in rows if r["status"] == "ok"}
+    table = _metabench("plugins")
+    assert table.returncode == 0 and any(line.startswith("BROKEN") for line in table.stdout.splitlines())
 
 
-def test_duplicate_names_name_both_providers(tmp_path: Path) -> None:
-    clash = _write_plugin_package(tmp_path, "metabench-clash", "mb_clash", STRATEGY_PLUGIN, version="2.0.0")
-    first = _write_plugin_package(tmp_path, "metabench-halfquery2", "mb_halfquery2", STRATEGY_PLUGIN)
-    _pip("install", "--no-build-isolation", "--no-deps", str(clash), str(first))
-    try:
-        result = _metabench("plugins")
-    finally:
-        _pip("uninstall", "-y", "metabench-clash", "metabench-halfquery2")
-    assert result.returncode == 2
-    assert "strategy 'half-query' is registered twice" in result.stderr
-    assert "metabench-clash 2.0.0" in result.stderr and "metabench-halfquery2 0.3.1" in result.stderr
+def test_a_name_registered_twice_is_a_conflict_that_fails_only_benchmarks_using_it(installed_plugins, tmp_path) -> None:
+    listing = json.loads(_metabench("plugins", "--json", "--kind", "strategy").stdout)
+    (twin,) = [r for r in listing if r["name"] == "twin"]
+    assert twin["status"] == "conflict" and "metabench-twin-a 1.0.0" in twin["summary"]
+    assert "metabench-twin-b 1.0.0" in twin["summary"]
+
+    bench = tmp_path / "twin.toml"
+    bench.write_text(TINY_BENCHMARK.replace('strategies = ["query"]', 'strategies = ["query", "twin"]'))
+    result = _metabench("run", str(bench), "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "grid.strategies[1]" in result.stderr and "strategy 'twin' is registered twice" in result.stderr
+    assert "metabench-twin-a 1.0.0" in result.stderr and "metabench-twin-b 1.0.0" in result.stderr
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_failing_lifecycle_hook_warns_once_per_run_naming_its_plugin(installed_plugins, tmp_path) -> None:
+    bench = tmp_path / "tiny.toml"
+    bench.write_text(TINY_BENCHMARK)
+    result = _metabench("run", str(bench), "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "tracker unreachable" in line]
+    assert len(warned) == 2  # two runs of three meta-steps each: one warning per run
+    assert all("metabench-reporter" in line and "metabench_step_finished" in line for line in warned)
+
+
+TINY_BENCHMARK = """
+[dataset]
+name = "omniglot"
+
+[backbone]
+name = "conv4"
+params = { filters = 4, blocks = 2 }
+
+[protocol]
+n_way = 3
+k_shot = 1
+k_query = 1
+eval_tasks = 4
+val_tasks = 2
+
+[training]
+meta_steps = 3
+meta_batch = 2
+validate_every = 3
+checkpoint_every = 3
+diagnostic_tasks = 0
+
+[grid]
+samplers = ["standard"]
+learners = ["protonet"]
+strategies = ["query"]
+seeds = [0, 1]
+"""
 
 
 def _module_plugin(name: str, register_hook: str, components: dict[str, list[Param]]) -> types.ModuleType:
@@ -155,11 +270,45 @@ def _module_plugin(name: str, register_hook: str, components: dict[str, list[Par
     return module
 
 
-def test_duplicate_in_process_plugins_are_refused() -> None:
-    one = _module_plugin("plugin_one", "metabench_register_learners", {"twin": []})
+def test_in_process_plugins_registering_one_name_conflict() -> None:
+    one = _module_plugin("plugin_one", "metabench_register_learners", {"twin": [], "single": []})
     two = _module_plugin("plugin_two", "metabench_register_learners", {"twin": []})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a conflict is listed and fails its users; loading itself is quiet
+        registry = Registry.load([one, two], entry_points=False)
+    assert registry.names("learner") == ["single"]
     with pytest.raises(DuplicateComponentError, match="plugin_one.*plugin_two|plugin_two.*plugin_one"):
-        Registry.load([one, two], entry_points=False)
+        registry.get("learner", "twin", where="bench.toml: grid.learners[0]")
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ([Param("lr", float, "fast", "doc")], "'lr': the default is invalid"),
+        ([Param("lr", float, -1.0, "doc", low=0.0)], "'lr': the default is invalid"),
+        ([Param("lr", float, 0.5, "doc", low=1.0, high=0.0)], "low = 1.0 > high = 0.0"),
+        ([Param("lr", float, 0.1, "doc"), Param("lr", float, 0.2, "doc")], "'lr' is declared twice"),
+        (["lr"], "'lr' is not a metabench.Param"),
+        ([Param("learning rate", float, 0.1, "doc")], "'learning rate' is not an identifier"),
+        ([Param("a/b", float, 0.1, "doc")], "'a/b' is not an identifier"),
+        ([Param("lr", float, float("nan"), "doc", low=0.0)], "'lr': the default is invalid"),
+    ],
+)
+def test_invalid_parameter_declarations_break_only_their_plugin(params: list, reason: str) -> None:
+    bad = _module_plugin("bad_plugin", "metabench_register_learners", {"bad": params})
+    good = _module_plugin("good_plugin", "metabench_register_learners", {"good": []})
+    with pytest.warns(RuntimeWarning, match="bad_plugin"):
+        registry = Registry.load([bad, good], entry_points=False)
+    assert registry.names("learner") == ["good"]
+    (broken,) = registry.broken
+    assert broken.provider.distribution == "bad_plugin" and reason in broken.error
+
+
+def test_component_names_with_a_slash_or_space_are_refused() -> None:
+    bad = _module_plugin("slashy", "metabench_register_strategies", {"mix/up": []})
+    with pytest.warns(RuntimeWarning, match="slashy"):
+        registry = Registry.load([bad], entry_points=False)
+    assert registry.names("strategy") == [] and "'mix/up'" in registry.broken[0].error
 
 
 @pytest.fixture
