@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_packages import pip, write_plugin_package
 
 from metabench import hookspecs
 from metabench.registry import KINDS, Registry
@@ -67,27 +68,11 @@ def _readme_plugin() -> tuple[str, str, str]:
 
 def test_the_readme_plugin_example_installs_lists_and_runs(tmp_path: Path) -> None:
     code, entry_name, module = _readme_plugin()
-    package = tmp_path / "my-plugin"
-    (package / module).mkdir(parents=True)
-    (package / module / "__init__.py").write_text(code)
-    (package / "pyproject.toml").write_text(
-        f"""[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "my-plugin"
-version = "0.1.0"
-
-[project.entry-points.metabench]
-{entry_name} = "{module}"
-
-[tool.setuptools]
-packages = ["{module}"]
-"""
-    )
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-build-isolation", "--no-deps", str(package)], check=True)
+    package = write_plugin_package(tmp_path, "my-plugin", module, code, version="0.1.0")
+    # the README names the entry point itself; the helper names it after the module
+    pyproject = package / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'{module} = "{module}"', f'{entry_name} = "{module}"'))
+    pip("install", "--no-build-isolation", "--no-deps", str(package))
     try:
         listing = subprocess.run(
             [sys.executable, "-m", "metabench.cli", "plugins", "--kind", "strategy", "--json"],
@@ -115,7 +100,7 @@ packages = ["{module}"]
         assert sorted(r["config"]["strategy"]["name"] for r in records) == ["noisy-query", "query"]
         assert all(r["status"] == "ok" for r in records)
     finally:
-        subprocess.run([*pip, "uninstall", "-y", "my-plugin"], check=True)
+        pip("uninstall", "-y", "my-plugin")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "harness").glob("*.py")), ids=lambda p: p.name)

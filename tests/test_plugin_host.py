@@ -5,47 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import types
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from plugin_packages import pip, write_plugin_package
 
 import metabench
 from metabench import ConfigError, DuplicateComponentError, Param, Registry
 from metabench.cli import main
-
-
-def _write_plugin_package(root: Path, dist: str, module: str, body: str, version: str = "0.3.1") -> Path:
-    package = root / dist
-    (package / module).mkdir(parents=True)
-    (package / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [build-system]
-            requires = ["setuptools>=61"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{dist}"
-            version = "{version}"
-
-            [project.entry-points.metabench]
-            {module} = "{module}"
-
-            [tool.setuptools]
-            packages = ["{module}"]
-            """
-        )
-    )
-    (package / module / "__init__.py").write_text(textwrap.dedent(body))
-    return package
-
-
-def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
 
 def _metabench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -154,14 +123,14 @@ def installed_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         **{dist: body for dist, (body, _) in BROKEN_PLUGINS.items()},
     }
     packages = [
-        _write_plugin_package(root, dist, "mb_" + dist.removeprefix("metabench-").replace("-", "_"), body, "1.0.0")
+        write_plugin_package(root, dist, "mb_" + dist.removeprefix("metabench-").replace("-", "_"), body, "1.0.0")
         for dist, body in bodies.items()
     ]
-    _pip("install", "--no-build-isolation", "--no-deps", *map(str, packages))
+    pip("install", "--no-build-isolation", "--no-deps", *map(str, packages))
     try:
         yield
     finally:
-        _pip("uninstall", "-y", *bodies)
+        pip("uninstall", "-y", *bodies)
 
 
 def test_installed_plugin_is_listed_with_its_provider(installed_plugins: None) -> None:
