@@ -60,20 +60,22 @@ def render_latex(cells: pd.DataFrame) -> str:
     """One booktabs ``table`` per benchmark and profile; a row per cell, samplers separated by a rule."""
     parts = [
         f"% metabench leaderboard, generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; needs \\usepackage{{booktabs}}",
-        "% mean ± 95% CI over the fixed evaluation tasks; best per sampler in bold; "
-        f"Δ vs {leaderboard.BASELINE_STRATEGY} (paired t-test over tasks): "
+        "% mean +- 95% CI over the fixed evaluation tasks; best per sampler in bold; "
+        f"Delta vs {leaderboard.BASELINE_STRATEGY} (paired t-test over tasks): "
         f"* p < {leaderboard.SIGNIFICANCE}, ** p < 0.01",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = _scale(group)
+        title = latex_escape(benchmark) + ("" if profile == "-" else f" (profile {latex_escape(profile)})")
+        label = re.sub(r"[^A-Za-z0-9]+", "-", benchmark if profile == "-" else f"{benchmark}-{profile}").strip("-")
         parts += [
             "",
             "\\begin{table}[t]",
             "\\centering",
-            f"\\caption{{{latex_escape(benchmark)} (profile {latex_escape(profile)}): {unit}, mean $\\pm$ 95\\% CI "
+            f"\\caption{{{title}: {unit}, mean $\\pm$ 95\\% CI "
             f"over tasks; best per sampler in bold; $\\Delta$ vs.\\ {leaderboard.BASELINE_STRATEGY}, "
             f"$^{{*}}p<{leaderboard.SIGNIFICANCE}$, $^{{**}}p<0.01$ (paired $t$-test).}}",
-            f"\\label{{tab:{re.sub(r'[^A-Za-z0-9-]+', '-', f'{benchmark}-{profile}')}}}",
+            f"\\label{{tab:{label}}}",
             "\\begin{tabular}{lllrrr}",
             "\\toprule",
             "Sampler & Learner & Strategy & Score & $\\Delta$ & Seeds \\\\",
@@ -103,7 +105,7 @@ def _png(path: Path) -> str:
 
 
 def render_html(cells: pd.DataFrame, out: Path) -> str:
-    """One page readable offline: a table per benchmark and profile, the leaderboard plot and each cell's curves
+    """One page readable offline: a table per benchmark and profile with each cell's curves, the leaderboard plot
     (the PNGs under ``out`` that :func:`metabench.leaderboard.write_leaderboard` wrote), embedded as base64."""
     body = [
         "<h1>metabench leaderboard</h1>",
@@ -114,23 +116,24 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = _scale(group)
-        body.append(f"<h2>{html.escape(benchmark)} <small>(profile {html.escape(profile)})</small></h2>")
-        rows = []
+        title = html.escape(benchmark) + ("" if profile == "-" else f" <small>(profile {html.escape(profile)})</small>")
+        body.append(f"<h2>{title}</h2>")
+        rows, curves = [], []
         for cell in group.itertuples():
             score = f"{cell.mean * scale:.2f} ± {cell.ci95_tasks * scale:.2f}"
             delta = "" if np.isnan(cell.delta) else f"{cell.delta * scale:+.2f}{marks(cell.p_value)}"
             p_value = "" if np.isnan(cell.p_value) else f"{cell.p_value:.3g}"
-            plot = out / "plots" / f"{cell.plot_hash}.png" if isinstance(cell.plot_hash, str) else None
-            curves = f"<details><summary>curves</summary>{_png(plot)}</details>" if plot and plot.exists() else ""
             cols = [cell.sampler, cell.learner, cell.strategy]
+            plot = out / "plots" / f"{cell.plot_hash}.png" if isinstance(cell.plot_hash, str) else None
+            if plot and plot.exists():
+                curves.append(f"<figure>{_png(plot)}<figcaption>{html.escape('/'.join(cols))}</figcaption></figure>")
             rows.append(
                 "<tr>"
                 + "".join(f"<td>{html.escape(str(v))}</td>" for v in cols)
                 + f'<td class="num{" best" if cell.best else ""}">{score}</td>'
-                + f'<td class="num">{delta}</td><td class="num">{p_value}</td><td class="num">{cell.seeds}</td>'
-                + f"<td>{curves}</td></tr>"
+                + f'<td class="num">{delta}</td><td class="num">{p_value}</td><td class="num">{cell.seeds}</td></tr>'
             )
-        headers = ["sampler", "learner", "strategy", html.escape(unit.replace("\\", "")), "Δ", "p", "seeds", "plot"]
+        headers = ["sampler", "learner", "strategy", html.escape(unit.replace("\\", "")), "Δ", "p", "seeds"]
         body.append(
             "<table><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in headers)
@@ -138,13 +141,16 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
             + "".join(rows)
             + "</tbody></table>"
         )
+        if curves:
+            body += ["<h3>Training curves (first seed of each cell)</h3>", '<div class="curves">', *curves, "</div>"]
     if (out / "leaderboard.png").exists():
         body += ["<h2>All cells</h2>", _png(out / "leaderboard.png")]
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .8em;border-bottom:1px solid #ddd}"
         "th{border-bottom:2px solid #444;text-align:left}.num{text-align:right;font-variant-numeric:tabular-nums}"
-        ".best{font-weight:bold}img{max-width:100%}"
+        ".best{font-weight:bold}img{max-width:100%}.curves{display:flex;flex-wrap:wrap;gap:1em}"
+        "figure{margin:0;width:30em}figcaption{text-align:center;font-size:.9em}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>metabench leaderboard</title>'
