@@ -83,3 +83,26 @@ def test_a_missing_tracker_package_names_its_extra(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "results").exists()
     assert run(tmp_path, "--report", "wandb") == 2
     assert "unknown reporter 'wandb'; allowed: tensorboard, mlflow" in capsys.readouterr().err
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+    from test_runner import Recorder, registry_with, spec
+
+    from metabench.executor import SequentialExecutor
+    from metabench.plugins.reporters.mlflow import MlflowRun
+    from metabench.plugins.reporters.tracking import Tracker
+    from metabench.runner import RunOptions
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    options = RunOptions(out=tmp_path, device="cpu", progress=False, report=("mlflow",))
+    run = spec(steps=12)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C at step 7; the checkpoint of step 5 stays
+        SequentialExecutor(registry_with(Recorder(interrupt_at=7), Tracker("mlflow", MlflowRun))).run([run], options)
+    SequentialExecutor(registry_with(Tracker("mlflow", MlflowRun))).run([run], options)
+    [record] = results.load_records(tmp_path)
+    assert record["resumed_from"] == 5
+    client = mlflow_tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    [tracked] = client.search_runs([client.get_experiment_by_name("fake").experiment_id])
+    assert tracked.info.status == "FINISHED" and tracked.data.tags["metabench.config_hash"] == record["config_hash"]
+    steps = {m.step for m in client.get_metric_history(tracked.info.run_id, "train/loss")}
+    assert {1, 2, 3, 4} <= steps and {6, 7, 8, 9, 10, 11, 12} <= steps  # before the interruption, and after it
