@@ -79,7 +79,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[tuple[str, ...], tuple[Any
         try:
             parsed[keys] = (tomllib.loads(f"value = {value}")["value"], text)
         except tomllib.TOMLDecodeError as error:
-            if value.strip()[:1] in ("[", "{", '"', "'", "") or not value.strip().isprintable():
+            if value.strip()[:1] in ("[", "{", '"', "'", ""):  # meant as TOML: say what is wrong with it
                 raise ConfigError(f"--set {text}: the value is not valid TOML: {error}") from error
             parsed[keys] = (value.strip(), text)
     return parsed
@@ -131,10 +131,10 @@ class _Benchmark:
             )
         self.override = profiles.get(profile, {}) if profile else {}
         self._check_keys(raw, SECTIONS)
-        self._check_keys(self.override, [s for s in SECTIONS if s != "profiles"])
+        sections = [s for s in SECTIONS if s != "profiles"]
+        self._check_keys(self.override, sections)
         base = {k: v for k, v in raw.items() if k != "profiles"}
         self.config = _merge(base, self.override)
-        sections = [s for s in SECTIONS if s != "profiles"]
         for keys, (value, text) in sets.items():
             if keys[0] not in sections:
                 raise ConfigError(

@@ -93,8 +93,11 @@ def test_overrides_apply_after_the_profile_and_parse_toml_values(tmp_path, fake_
     assert sorted({s.seed for s in specs}) == [4, 5]
     specs = load(tmp_path, fake_registry, 'grid.learners=["fake-learner"]', "grid.strategies=['query']")
     assert {s.label.rsplit("/", 1)[0] for s in specs} == {"standard/fake-learner/query"}
-    specs = load(tmp_path, fake_registry, "protocol.n_way=4", "training.meta_lr=0.5")
-    assert {(s.protocol.n_way, s.training.meta_lr) for s in specs} == {(4, 0.5)}
+    # backbone.name: a bare word is a string
+    specs = load(tmp_path, fake_registry, "protocol.n_way=4", "training.meta_lr=0.5", "backbone.name=fake-mlp")
+    assert {(s.protocol.n_way, s.training.meta_lr, s.backbone.name) for s in specs} == {(4, 0.5, "fake-mlp")}
+    specs = load(tmp_path, fake_registry, "params.learner.fake-learner.nan_at=2")  # a shared-params key
+    assert {s.learner.params["nan_at"] for s in specs} == {2}
 
 
 def test_override_errors_name_the_set_argument(tmp_path, fake_registry):
