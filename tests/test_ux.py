@@ -213,3 +213,34 @@ def test_leaderboard_html_renders_in_headless_chromium_with_every_image_decoded(
     shot = tmp_path / "page.png"
     subprocess.run([*command, f"--screenshot={shot}", "--window-size=1100,1400", probe.as_uri()], timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latex_bolds_the_best_per_sampler_marks_significance_and_escapes_labels():
+    import numpy as np
+    import pandas as pd
+
+    from metabench.tables import render_latex
+
+    def cell(sampler, strategy, mean, delta=np.nan, p_value=np.nan):
+        return dict(benchmark="b", profile="quick", sampler=sampler, learner="maml", strategy=strategy, mean=mean,
+                    ci95_tasks=0.01, ci95_seeds=np.nan, seeds=2, delta=delta, p_value=p_value, rank=1,
+                    metric="accuracy", higher_is_better=True)  # fmt: skip
+
+    cells = pd.DataFrame(
+        [
+            cell("standard", "query", 0.5),
+            cell("standard", "meta_mix", 0.6, 0.1, 0.001),
+            cell("nme", "query", 0.7),
+            cell("nme", "cob", 0.65, -0.05, 0.03),
+            cell("nme", "mixup-ss", 0.69, -0.01, 0.4),
+        ]
+    )
+    rows = [line for line in render_latex(cells).splitlines() if line.endswith("\\\\")][1:]
+    assert len(rows) == 5 and sum("\\textbf{" in row for row in rows) == 2
+    row = {tuple(c.strip() for c in line.split("&")[:3:2]): line for line in rows}  # (sampler, strategy)
+    assert (
+        "\\textbf{60.00 $\\pm$ 1.00}" in row["standard", "meta\\_mix"]
+        and "+10.00$^{**}$" in row["standard", "meta\\_mix"]
+    )
+    assert "\\textbf{70.00 $\\pm$ 1.00}" in row["nme", "query"] and "\\textbf" not in row["standard", "query"]
+    assert "-5.00$^{*}$" in row["nme", "cob"] and "-1.00 &" in row["nme", "mixup-ss"]
