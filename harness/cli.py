@@ -1,8 +1,9 @@
-"""The ``metabench`` command: ``plugins``, ``describe``, ``run``, ``leaderboard``."""
+"""The ``metabench`` command: ``plugins``, ``describe``, ``run``, ``show``, ``leaderboard``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import warnings
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard
+from metabench import config, leaderboard, show, tables
 from metabench.errors import MetabenchError
 from metabench.executor import SequentialExecutor
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
@@ -100,14 +101,33 @@ def _describe(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+# --report NAME: the built-in reporter (plugins/reporters/NAME.py) and the module its optional extra installs
+REPORTERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def _reporters(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    for name in names:
+        if name not in REPORTERS:
+            raise MetabenchError(f"--report {text}: unknown reporter '{name}'; allowed: {', '.join(REPORTERS)}")
+        if importlib.util.find_spec(REPORTERS[name]) is None:
+            raise MetabenchError(
+                f"--report {name}: the {REPORTERS[name]} package is not installed; "
+                f"install the optional extra: pip install 'metabench[{name}]'"
+            )
+    return names
+
+
 def _run(args: argparse.Namespace, registry: Registry) -> int:
-    specs = config.select(config.load_benchmark(args.file, registry, profile=args.profile), args.only)
+    report = _reporters(args.report)
+    benchmark = config.load_benchmark(args.file, registry, profile=args.profile, overrides=args.set)
+    specs = config.select(benchmark, args.only)
     if not specs:
         raise MetabenchError(f"{args.file}: no run matches --only {args.only!r}")
     if args.threads < 1:
         raise MetabenchError(f"--threads {args.threads}: must be >= 1")
     resolve_device(args.device)  # fail before the first run, not in each
-    options = RunOptions(args.out, args.device, args.threads, not args.no_progress, args.retry_failed)
+    options = RunOptions(args.out, args.device, args.threads, not args.no_progress, args.retry_failed, report)
     try:
         records = SequentialExecutor(registry).run(specs, options)
     except KeyboardInterrupt:
@@ -122,8 +142,20 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
 def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
     if not (args.results / "runs").is_dir():
         raise MetabenchError(f"{args.results}: no runs/ folder; run a benchmark first (metabench run FILE)")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    for fmt in formats:
+        if fmt not in ("md", *tables.FORMATS):
+            allowed = ", ".join(["md", *tables.FORMATS])
+            raise MetabenchError(f"--format {args.format}: unknown format '{fmt}'; allowed: {allowed}")
     paths = leaderboard.write_leaderboard(args.results, registry)
-    print("\n".join(map(str, paths[:3])))
+    extra = [tables.write(args.results, fmt) for fmt in formats if fmt != "md"]
+    print("\n".join(map(str, paths[:3] + extra)))
+    return 0
+
+
+def _show(args: argparse.Namespace, registry: Registry) -> int:
+    record = show.find(args.results, args.run)
+    print(show.render(record, show.plot(args.results, record)))
     return 0
 
 
@@ -154,13 +186,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the file after the profile, value in TOML: --set training.meta_steps=500 "
+        '--set grid.learners=\'["maml","anil"]\' (repeatable)',
+    )
+    run.add_argument(
+        "--report",
+        default="",
+        metavar="NAMES",
+        help=f"also report to these trackers, comma-separated: {', '.join(REPORTERS)} "
+        "(optional extras: pip install 'metabench[tensorboard,mlflow]')",
+    )
     run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
     board = sub.add_parser("leaderboard", help="write LEADERBOARD.md, leaderboard.csv and plots from the records")
     board.add_argument("results", type=Path, nargs="?", default=Path("results"), help="default: results/")
+    board.add_argument(
+        "--format",
+        default="md",
+        help=f"comma-separated: md (always written), {', '.join(tables.FORMATS)} (leaderboard.tex / leaderboard.html)",
+    )
     board.set_defaults(handler=_leaderboard)
+
+    shown = sub.add_parser("show", help="one run: config, provenance, metrics with CIs, diagnostics, curve plot")
+    shown.add_argument("run", help="a config-hash prefix or a label glob (sampler/learner/strategy/seed=N)")
+    shown.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    shown.set_defaults(handler=_show)
 
     return parser
 

@@ -1,7 +1,8 @@
 """Benchmark files (TOML) to a list of :class:`RunSpec`: profiles, grid expansion and validation.
 
 Every component name and parameter is checked against the registry before anything runs; an error names the file and
-the key (``benchmarks/x.toml: grid.learners[1]``). The format is documented at the top of ``benchmarks/default.toml``.
+the key (``benchmarks/x.toml: grid.learners[1]``), or the ``--set`` override that set it. The format is documented at
+the top of ``benchmarks/default.toml``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import copy
 import fnmatch
 import itertools
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,11 @@ assert [p.name for p in PROTOCOL_PARAMS] == [f.name for f in fields(EvalProtocol
 assert [p.name for p in TRAINING_PARAMS] == [f.name for f in fields(Training)]
 
 
-def load_benchmark(path: str | Path, registry: Registry, *, profile: str | None = None) -> list[RunSpec]:
-    """The validated runs of the benchmark file at ``path`` under ``profile`` (``None``: the base settings)."""
+def load_benchmark(
+    path: str | Path, registry: Registry, *, profile: str | None = None, overrides: Sequence[str] = ()
+) -> list[RunSpec]:
+    """The validated runs of the benchmark file at ``path`` under ``profile`` (``None``: the base settings), with the
+    ``overrides`` (``"training.meta_steps=500"``: a dotted key, a TOML value) applied after the profile."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -60,7 +64,25 @@ def load_benchmark(path: str | Path, registry: Registry, *, profile: str | None 
         raise ConfigError(f"{path}: no such benchmark file") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    return _Benchmark(path, raw, profile, registry).expand()
+    return _Benchmark(path, raw, profile, registry, parse_overrides(overrides)).expand()
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[tuple[str, ...], tuple[Any, str]]:
+    """``KEY=VALUE`` strings to ``{key path: (value, the string)}``; the value is TOML, or a bare word as a string
+    (``dataset.name=omniglot``), as Hydra and tox users write them."""
+    parsed: dict[tuple[str, ...], tuple[Any, str]] = {}
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        keys = tuple(part.strip() for part in key.split("."))
+        if not sep or not all(keys):
+            raise ConfigError(f"--set {text}: expected a dotted KEY=VALUE, e.g. --set training.meta_steps=500")
+        try:
+            parsed[keys] = (tomllib.loads(f"value = {value}")["value"], text)
+        except tomllib.TOMLDecodeError as error:
+            if value.strip()[:1] in ("[", "{", '"', "'", ""):  # meant as TOML: say what is wrong with it
+                raise ConfigError(f"--set {text}: the value is not valid TOML: {error}") from error
+            parsed[keys] = (value.strip(), text)
+    return parsed
 
 
 def select(specs: Iterable[RunSpec], pattern: str | None) -> list[RunSpec]:
@@ -85,11 +107,22 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _dotted(keys: Iterable[str | int]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+
+
 class _Benchmark:
     """One file under one profile; knows where each key came from so that errors can say so."""
 
-    def __init__(self, path: Path, raw: dict[str, Any], profile: str | None, registry: Registry):
-        self.path, self.registry, self.profile = path, registry, profile or ""
+    def __init__(
+        self,
+        path: Path,
+        raw: dict[str, Any],
+        profile: str | None,
+        registry: Registry,
+        sets: dict[tuple[str, ...], tuple[Any, str]],
+    ):
+        self.path, self.registry, self.profile, self.sets = path, registry, profile or "", sets
         profiles = raw.get("profiles", {})
         if profile is not None and profile not in profiles:
             raise ConfigError(
@@ -98,12 +131,29 @@ class _Benchmark:
             )
         self.override = profiles.get(profile, {}) if profile else {}
         self._check_keys(raw, SECTIONS)
-        self._check_keys(self.override, [s for s in SECTIONS if s != "profiles"])
+        sections = [s for s in SECTIONS if s != "profiles"]
+        self._check_keys(self.override, sections)
         base = {k: v for k, v in raw.items() if k != "profiles"}
         self.config = _merge(base, self.override)
+        for keys, (value, text) in sets.items():
+            if keys[0] not in sections:
+                raise ConfigError(
+                    f"--set {text}: unknown key '{keys[0]}'{did_you_mean(keys[0], sections)}; allowed: "
+                    f"{', '.join(sections)}"
+                )
+            node = self.config
+            for depth, key in enumerate(keys[:-1]):
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--set {text}: {'.'.join(keys[: depth + 1])} is not a table")
+            node[keys[-1]] = value
 
     def where(self, *keys: str | int) -> str:
-        """``file: key`` for the key path ``keys``."""
+        """``file: key`` for the key path ``keys``, or ``--set KEY=VALUE`` (and the key inside it) when one set it."""
+        for n in range(len(keys), 0, -1):
+            if keys[:n] in self.sets:
+                inner = f" ({_dotted(keys)})" if n < len(keys) else ""
+                return f"--set {self.sets[keys[:n]][1]}{inner}"
         return f"{self.path}: {self.key(*keys)}"
 
     def key(self, *keys: str | int) -> str:
@@ -118,8 +168,7 @@ class _Benchmark:
                 node = None
                 break
         prefix = f"profiles.{self.profile}." if node is not None else ""
-        dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
-        return prefix + dotted
+        return prefix + _dotted(keys)
 
     def _check_keys(self, table: Mapping[str, Any], allowed: Iterable[str], *path: str | int) -> None:
         allowed = list(allowed)

@@ -40,7 +40,7 @@ class SequentialExecutor:
                 record = runner.run(spec, self.registry, options)
                 results.write_record(options.out, spec, record)
                 results.remove_checkpoint(options.out, spec)
-                self.registry.fire("metabench_run_finished", spec=spec, record=record)
+                self.registry.fire("metabench_run_finished", spec=spec, record=record, options=options)
                 bar.update()
                 if record["status"] == "failed":
                     bar.write(f"{spec.label} failed: {record['error']}")

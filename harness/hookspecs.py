@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from metabench.registry import Register
+    from metabench.runner import RunOptions
     from metabench.runspec import RunSpec
 
 hookspec = pluggy.HookspecMarker("metabench")
@@ -91,8 +92,10 @@ def metabench_register_generative_models(register: Register) -> None:
 
 
 @hookspec
-def metabench_run_started(spec: RunSpec) -> None:
-    """A run (one grid cell and seed) is about to meta-train. Receives its :class:`metabench.runspec.RunSpec`."""
+def metabench_run_started(spec: RunSpec, options: RunOptions) -> None:
+    """A run (one grid cell and seed) is about to meta-train. Receives its :class:`metabench.runspec.RunSpec` and the
+    :class:`metabench.runner.RunOptions` it runs under (``options.out``; ``options.report``, the reporters the user
+    enabled with ``--report``). Like every hook, an implementation may take only the arguments it needs."""
 
 
 @hookspec
@@ -109,8 +112,8 @@ def metabench_evaluation_finished(spec: RunSpec, split: str, scores: dict[str, A
 
 
 @hookspec
-def metabench_run_finished(spec: RunSpec, record: dict[str, Any]) -> None:
-    """A run finished, successfully or not. ``record`` is the JSON record just written to ``results/runs/``."""
+def metabench_run_finished(spec: RunSpec, record: dict[str, Any], options: RunOptions) -> None:
+    """A run finished, successfully or not. ``record`` is the JSON record just written to ``options.out/runs/``."""
 
 
 @hookspec

@@ -42,6 +42,8 @@ class RunOptions:
     threads: int | None = None  # torch CPU threads for CPU runs; None: torch's default
     progress: bool = True
     retry_failed: bool = False
+    # reporters that lifecycle hooks should feed (``--report tensorboard,mlflow``); hooks receive these options
+    report: tuple[str, ...] = ()
 
 
 class NonFiniteLoss(RuntimeError):
@@ -73,7 +75,7 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
     started = time.time()
-    registry.fire("metabench_run_started", spec=spec)
+    registry.fire("metabench_run_started", spec=spec, options=options)
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "config_hash": spec.config_hash,

@@ -3,6 +3,9 @@
 ``jsonl``: when ``$METABENCH_LOG`` names a file, every lifecycle event is appended to it as one JSON line (run
 started, each meta-step's metrics, each evaluation, run finished without the per-task scores, leaderboard written),
 for following a long benchmark with ``tail -f`` or loading the training curves into a notebook.
+
+The trackers enabled with ``metabench run --report tensorboard,mlflow`` are their own modules and entry points:
+``tensorboard.py`` and ``mlflow.py``, on the shared plumbing of ``tracking.py``.
 """
 
 from __future__ import annotations

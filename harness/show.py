@@ -1,0 +1,76 @@
+"""``metabench show RUN``: one run's record in words — config, provenance, metrics with CIs, diagnostics — and its
+curve plot, found by a config-hash prefix or a label glob."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from metabench import config, leaderboard, results
+from metabench.errors import MetabenchError
+from metabench.runspec import RunSpec
+
+# what the record says about where and how the run happened, beyond its config
+PROVENANCE_KEYS = ("status", "error", "started_at", "wall_seconds", "seeds", "environment", "provenance")
+
+
+def find(out: Path, pattern: str) -> dict[str, Any]:
+    """The one record under ``out`` whose config hash starts with ``pattern`` or whose label matches the glob
+    ``pattern`` (as ``--only`` matches); none or several is a :class:`MetabenchError` that lists them."""
+    records = results.load_records(out)
+    if not records:
+        raise MetabenchError(f"{out}: no run records under {out / 'runs'}; run a benchmark first (metabench run FILE)")
+    by_hash = {r["config_hash"]: r for r in records}
+    labelled = config.select([RunSpec.from_dict(r["config"]) for r in records], pattern)
+    matches = {h: r for h, r in by_hash.items() if h.startswith(pattern)}
+    matches.update({s.config_hash: by_hash[s.config_hash] for s in labelled if s.config_hash in by_hash})
+    if not matches:
+        raise MetabenchError(
+            f"show {pattern}: no run in {out} has a config hash starting with it or a label matching it; "
+            f"{len(records)} runs there, e.g. {records[-1]['config_hash'][:10]} {records[-1]['label']}"
+        )
+    if len(matches) > 1:
+        listing = "\n".join(
+            f"  {h[:10]}  {r['config']['benchmark']}  {r['label']}  {r['status']}" for h, r in sorted(matches.items())
+        )
+        raise MetabenchError(f"show {pattern}: {len(matches)} runs match; give a longer prefix or pattern:\n{listing}")
+    return next(iter(matches.values()))
+
+
+def plot(out: Path, record: dict[str, Any]) -> Path | None:
+    """Write the run's curve plot to ``out/plots/<hash>.png`` (the leaderboard's path); ``None`` without curves."""
+    if not record.get("curves"):
+        return None
+    path = out / "plots" / f"{record['config_hash']}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaderboard.plot_run(record, path)
+    return path
+
+
+def render(record: dict[str, Any], plot_path: Path | None) -> str:
+    """The record as text: header, config (JSON), provenance, metrics with 95% CIs, diagnostics, plot path."""
+    parts = [
+        f"run {record['config_hash']}  {record['config']['benchmark']}  {record['label']}  [{record['status']}]",
+        "",
+        "config:",
+        json.dumps(record["config"], indent=2),
+        "",
+        "provenance:",
+        json.dumps({k: record[k] for k in PROVENANCE_KEYS if record.get(k) is not None}, indent=2, default=str),
+    ]
+    metrics = record.get("metrics") or {}
+    if metrics:
+        rows = [[name, s.get("mean"), s.get("ci95"), s.get("std"), s.get("n")] for name, s in metrics.items()]
+        metric = (record.get("metric") or {}).get("name", "score")
+        parts += ["", f"metrics ({metric}, mean ± 95% CI over the evaluation tasks):"]
+        parts.append(tabulate(rows, headers=["split", "mean", "± ci95", "std", "n"], floatfmt=".4f"))
+    for title in ("diagnostics", "meta_overfitting"):
+        if record.get(title):
+            parts += ["", f"{title}:", json.dumps(record[title], indent=2)]
+    if record.get("best_step") is not None:
+        parts += ["", f"training: {record.get('steps')} steps, best validation at step {record['best_step']}"]
+    parts += ["", f"curve plot: {plot_path}" if plot_path else "curve plot: none (the run has no training curves)"]
+    return "\n".join(parts)
