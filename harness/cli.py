@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -11,11 +12,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard
+from metabench import leaderboard, plan, runner
+from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
-from metabench.executor import SequentialExecutor
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
-from metabench.runner import RunOptions, resolve_device
+from metabench.runner import RunOptions
 
 
 def _plugins(args: argparse.Namespace, registry: Registry) -> int:
@@ -76,28 +77,45 @@ def _describe(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _run(args: argparse.Namespace, registry: Registry) -> int:
-    specs = config.select(config.load_benchmark(args.file, registry, profile=args.profile), args.only)
-    if not specs:
-        raise MetabenchError(f"{args.file}: no run matches --only {args.only!r}")
-    if args.threads < 1:
-        raise MetabenchError(f"--threads {args.threads}: must be >= 1")
-    resolve_device(args.device)  # fail before the first run, not in each
-    options = RunOptions(args.out, args.device, args.threads, not args.no_progress, args.retry_failed)
+    options = RunOptions(
+        args.out,
+        args.device,
+        args.threads,
+        not args.no_progress,
+        retry_failed=args.retry_failed,
+        rerun=args.rerun,
+        reuse_stale=args.reuse_stale,
+    )
     try:
-        records = SequentialExecutor(registry).run(specs, options)
+        done = run_benchmark(
+            args.file,
+            registry=registry,
+            profile=args.profile,
+            only=args.only,
+            options=options,
+            dry_run=args.dry_run,
+        )
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    paths = leaderboard.write_leaderboard(args.out, registry)
-    counts = {status: sum(r["status"] == status for r in records) for status in ("ok", "not-applicable", "failed")}
-    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {paths[0]}")
-    return 1 if counts["failed"] else 0
+    if args.dry_run:
+        print(plan_table(done.planned))
+        print(plan.summary(done.planned, options) + " (dry run: nothing was run or written)")
+        return 0
+    counts = done.counts()
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {done.paths[0]}")
+    if done.failed:
+        command = " ".join(["metabench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else f"metabench run {args.file}"
+        print(failure_report(done.failed, command.replace(" --retry-failed", "")), file=sys.stderr)
+        return 1
+    return 0
 
 
 def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
     if not (args.results / "runs").is_dir():
         raise MetabenchError(f"{args.results}: no runs/ folder; run a benchmark first (metabench run FILE)")
     paths = leaderboard.write_leaderboard(args.results, registry)
+    runner.fire(registry, "metabench_leaderboard_written", paths=paths)
     print("\n".join(map(str, paths[:3])))
     return 0
 
@@ -130,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
     run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    run.add_argument("--rerun", action="store_true", help="run every selected run again, whatever its record")
+    run.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="keep records whose config matches but whose code differs (marked stale in the leaderboard)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan (cell, seed, status, size); run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
@@ -151,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except MetabenchError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # output piped into a reader that stopped (``| head``): not an error of ours
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+            return 141
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from metabench.leaderboard import aggregate, paired_test, runs_frame, write_leaderboard
+from metabench.leaderboard import aggregate, runs_frame, write_leaderboard
+from metabench.schema import SCHEMA_VERSION
+from metabench.statistics import paired_test
 
 
 def record(
@@ -27,6 +29,11 @@ def record(
 ) -> dict:
     scored = status == "ok"
     return {
+        "schema": SCHEMA_VERSION,
+        "code_hash": "code",
+        "provenance": {"device_type": "cpu"},
+        "strategy_plain": strategy == "query",
+        "tasks_hash": f"tasks-{benchmark}",
         "config_hash": f"{benchmark}-{learner}-{strategy}-{seed}",
         "label": f"standard/{learner}/{strategy}/seed={seed}",
         "config": {
@@ -125,7 +132,7 @@ def test_leaderboard_files(tmp_path):
     assert header[:5] == ["rank", "sampler", "learner", "strategy", "accuracy %"]
     first = [c.strip() for c in table[2].strip("|").split("|")]
     assert first[:5] == ["1", "standard", "maml", "metamix", f"**{np.mean(base) * 100 + 5:.2f}**"]
-    assert first[header.index("Δ vs query")] == "+5.00 *"
+    assert first[header.index("Δ vs plain")] == "+5.00 *" and first[header.index("plain")] == "query"
     assert "**not-applicable** standard/protonet/metamix seed 0: protonet has no inner loop" in text
     assert "**failed** standard/maml/cob seed 0: NonFiniteLoss" in text
     assert "### Analyses" in text and "‖∇‖ support" in text

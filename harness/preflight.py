@@ -1,0 +1,131 @@
+"""Everything that can be known before training, checked before the first run: exit 2, nothing run, nothing written.
+
+Every distinct dataset, sampler (bound in the train, val and test roles), backbone, learner and strategy of the runs
+about to start is built and bound on its data; each cell does one forward pass through every mixable layer of its
+backbone and one outer loss on a one-task batch, so that a strategy's mixing layer the backbone lacks, a shape
+mismatch or a parameter the data cannot satisfy shows up here and not after hours of meta-training. A dataset's own
+evaluation protocol (``Dataset.evaluation_tasks``) must match the benchmark's. Cells the learner declines
+(``incompatible``) are fine: they are recorded as not applicable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metabench import runner
+from metabench.cache import cache_dir
+from metabench.errors import ConfigError, MetabenchError
+from metabench.evaluation import task_shape
+from metabench.interfaces import SamplerContext
+from metabench.registry import Registry
+from metabench.runspec import RunSpec
+from metabench.seeds import derive_seed, make_generator
+
+ROLES = ("train", "val", "test")
+
+
+def check_writable(out: Path, flag: str = "--out") -> None:
+    """``out`` is (or can be created as) a writable folder; checked without writing anything."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{flag} {out}: {probe} is a file, not a folder; give a folder for the results")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {out}: {probe} is not writable; give a folder you can write to")
+
+
+def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunOptions, source: str) -> None:
+    """Raise one :class:`ConfigError` listing every problem of ``specs`` (from the file ``source``), if any."""
+    check_writable(options.out)
+    device = runner.resolve_device(options.device)
+    problems: list[str] = []
+    seen: set[Any] = set()
+
+    def once(key: Any, where: str, check: Any, *args: Any) -> Any:
+        if key in seen:
+            return None
+        seen.add(key)
+        try:
+            return check(*args)
+        except MetabenchError as error:
+            problems.append(f"{source}: {where}: {error}")
+        except Exception as error:  # noqa: BLE001 - any failure of a component before training is the user's to see
+            problems.append(f"{source}: {where}: {type(error).__name__}: {error}")
+        return None
+
+    with torch.random.fork_rng(devices=[]):
+        for spec in specs:
+            once(("cell", spec.config_hash), f"{spec.label}", _check_cell, spec, registry, device, options)
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise ConfigError(
+            f"preflight found {len(unique)} problem{'s' if len(unique) > 1 else ''} before any run (nothing was run "
+            "or written):\n  " + "\n  ".join(unique)
+        )
+
+
+def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, options: runner.RunOptions) -> None:
+    key, dataset = runner.dataset_of(spec, registry)
+    protocol = spec.protocol
+    _check_protocol(spec, dataset)
+    shape = task_shape(protocol, dataset.task_type)
+    context = SamplerContext(device, spec.seed, cache_dir(), key, registry, False)
+    sampler = registry.build("sampler", spec.sampler.name, spec.sampler.params, where=f"sampler '{spec.sampler.label}'")
+    sources = {}
+    for role in ROLES:
+        if role != "train" and dataset.evaluation_tasks(role) is not None:
+            continue
+        bound = sampler.bind(dataset.split(role), shape, context, role=role)
+        sources[role] = bound
+        bound(1, make_generator(protocol.eval_seed, "preflight", role))  # one task: the split can give such tasks
+    learner = registry.build("learner", spec.learner.name, spec.learner.params, where=f"learner '{spec.learner.label}'")
+    strategy = registry.build(
+        "strategy", spec.strategy.name, spec.strategy.params, where=f"strategy '{spec.strategy.label}'"
+    )
+    if learner.incompatible(strategy, spec.strategy.name, dataset.task_type):
+        return  # recorded as not applicable, not an error
+    out_dim = shape.n_way or dataset.split("train").y_dim
+    torch.manual_seed(derive_seed(spec.seed, "backbone"))
+    backbone = registry.build(
+        "backbone",
+        spec.backbone.name,
+        spec.backbone.params,
+        where=f"backbone '{spec.backbone.label}'",
+        input_shape=dataset.input_shape,
+        out_dim=out_dim,
+    ).to(device)
+    params = learner.init_params(backbone, make_generator(spec.seed, "init"))
+    tasks = sources["train"](1, make_generator(spec.seed, "preflight"))
+    # the strategy's plan checks its mixing layers against the backbone's; then every layer is run once
+    strategy.plan(make_generator(spec.seed, "preflight-plan"), tasks, backbone.n_layers)
+    with torch.no_grad():
+        x = tasks.support_x[0]
+        for layer in range(backbone.n_layers):
+            backbone(backbone(x, 0, layer), layer)
+    loss, _ = learner.meta_loss(params, tasks, strategy, make_generator(spec.seed, "preflight-loss"))
+    if loss.dim() != 0:
+        raise ConfigError(f"learner '{spec.learner.name}': meta_loss returned shape {tuple(loss.shape)}, not a scalar")
+
+
+def _check_protocol(spec: RunSpec, dataset: Any) -> None:
+    protocol = spec.protocol
+    for role in ("val", "test"):
+        tasks = dataset.evaluation_tasks(role)
+        if tasks is None:
+            continue
+        n_way = tasks.n_way
+        k_shot = tasks.support_x.shape[1] // n_way if n_way else tasks.support_x.shape[1]
+        if (n_way is not None and n_way != protocol.n_way) or k_shot != protocol.k_shot:
+            raise ConfigError(
+                f"protocol n_way = {protocol.n_way}, k_shot = {protocol.k_shot}: dataset '{spec.dataset.name}' "
+                f"evaluates its {role} split on its own fixed tasks, {n_way}-way {k_shot}-shot; set [protocol] "
+                f"n_way = {n_way} and k_shot = {k_shot}, or use a dataset without its own protocol"
+            )
