@@ -26,10 +26,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from metabench import leaderboard
-from metabench.config import load_benchmark, select
-from metabench.executor import SequentialExecutor
-from metabench.registry import default_registry
+from metabench import leaderboard, statistics
+from metabench.benchmark import run_benchmark
 from metabench.runner import RunOptions
 
 BENCHMARK = Path(__file__).with_name("nme_strategies.toml")
@@ -54,14 +52,11 @@ def _cells(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _versus(runs: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
-    """Mean per-task difference ``a − b`` and the paired t-test's p on the seeds both strategies have."""
+    """Mean per-task difference ``a − b`` and the paired t-test's p on the seeds both strategies have (NaN when the
+    two were not evaluated on the same tasks)."""
     ok = runs[runs["status"] == "ok"]
-    mine, other = ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b]
-    seeds = sorted(set(mine["seed"]) & set(other["seed"]))
-    return leaderboard.paired_test(
-        leaderboard.task_scores(mine, seeds),
-        leaderboard.task_scores(other, seeds),
-    )
+    outcome = statistics.versus(ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b])
+    return (np.nan, np.nan) if isinstance(outcome, str) else outcome
 
 
 def _accuracy(cell: pd.Series) -> str:
@@ -70,7 +65,9 @@ def _accuracy(cell: pd.Series) -> str:
 
 
 def _delta(delta: float, p: float) -> str:
-    return f"{100 * delta:+.2f} (p={p:.2g}){' *' if p < leaderboard.SIGNIFICANCE else ''}"
+    if np.isnan(delta):
+        return "not compared"
+    return f"{100 * delta:+.2f} (p={p:.2g}){' *' if p < statistics.SIGNIFICANCE else ''}"
 
 
 def _measured_ranks(cells: pd.DataFrame, names: list[str]) -> pd.Series:
@@ -107,7 +104,7 @@ def _ranking_verdict(runs: pd.DataFrame, cells: pd.DataFrame, names: list[str]) 
     claims.append(("Mixup(Ds,Ds) worst", all(ok for ok, _ in worst), "; ".join(text for _, text in worst)))
     delta, p = _versus(runs, "cob", "query")
     claims.append(
-        ("Dq ≈ Dcob (no significant difference)", p >= leaderboard.SIGNIFICANCE, f"cob − query = {_delta(delta, p)}")
+        ("Dq ≈ Dcob (no significant difference)", p >= statistics.SIGNIFICANCE, f"cob − query = {_delta(delta, p)}")
     )
     better = [beats("mixup-qq", other) for other in ("query", "cob")]
     claims.append(
@@ -177,15 +174,12 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    registry = default_registry()
-    specs = select(load_benchmark(args.benchmark, registry, profile=args.profile), args.only)
     started = time.perf_counter()
     options = RunOptions(out=args.out, device=args.device, threads=args.threads, progress=not args.no_progress)
-    records = SequentialExecutor(registry).run(specs, options)
-    leaderboard.write_leaderboard(args.out, registry)
+    done = run_benchmark(args.benchmark, profile=args.profile, only=args.only, options=options)
+    records, spec = done.records, done.specs[0]
 
     runs, cells = _cells(records)
-    spec = specs[0]
     shape = f"{spec.protocol.n_way}-way {spec.protocol.k_shot}-shot"
     print(
         f"\nNME Omniglot {shape}, MAML, profile '{args.profile}': {len(records)} runs ({args.out}); "

@@ -172,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
         try:
             registry = default_registry()
-            return args.handler(args, registry)
+            code = args.handler(args, registry)
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+            return code
         except MetabenchError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

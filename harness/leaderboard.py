@@ -257,7 +257,9 @@ def _markdown_table(cells: pd.DataFrame) -> str:
     ]
     # columns that would be empty on every row (no variants, nothing stale) are left out
     keep = [i for i, header in enumerate(headers) if header not in ("config", "note") or any(r[i] for r in rows)]
-    return tabulate([[r[i] for i in keep] for r in rows], headers=[headers[i] for i in keep], tablefmt="github")
+    # numparse off: tabulate would turn "+5.00" into 5.0 and lose the sign of Δ
+    table = [[r[i] for i in keep] for r in rows]
+    return tabulate(table, headers=[headers[i] for i in keep], tablefmt="github", disable_numparse=True)
 
 
 ANALYSIS_COLUMNS = {

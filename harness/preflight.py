@@ -10,7 +10,7 @@ evaluation protocol (``Dataset.evaluation_tasks``) must match the benchmark's. C
 
 from __future__ import annotations
 
-import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,49 +30,49 @@ ROLES = ("train", "val", "test")
 
 
 def check_writable(out: Path, flag: str = "--out") -> None:
-    """``out`` is (or can be created as) a writable folder; checked without writing anything."""
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    """``out`` is (or can be created as) a writable folder. Probed with a temporary file in its nearest existing
+    folder, removed at once (permission bits alone do not tell, e.g. for root or read-only mounts)."""
+    probe = out.absolute()
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"{flag} {out}: {probe} is a file, not a folder; give a folder for the results")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {out}: {probe} is not writable; give a folder you can write to")
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {out}: {probe} is not a folder; give a folder for the results")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"{flag} {out}: cannot write in {probe} ({error.strerror or error}); give a folder you can write to"
+        ) from error
 
 
 def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunOptions, source: str) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``specs`` (from the file ``source``), if any."""
     check_writable(options.out)
     device = runner.resolve_device(options.device)
-    problems: list[str] = []
-    seen: set[Any] = set()
-
-    def once(key: Any, where: str, check: Any, *args: Any) -> Any:
-        if key in seen:
-            return None
-        seen.add(key)
-        try:
-            return check(*args)
-        except MetabenchError as error:
-            problems.append(f"{source}: {where}: {error}")
-        except Exception as error:  # noqa: BLE001 - any failure of a component before training is the user's to see
-            problems.append(f"{source}: {where}: {type(error).__name__}: {error}")
-        return None
-
+    problems: dict[str, list[str]] = {}  # problem -> the runs that have it
     with torch.random.fork_rng(devices=[]):
         for spec in specs:
-            once(("cell", spec.config_hash), f"{spec.label}", _check_cell, spec, registry, device, options)
+            try:
+                _check_cell(spec, registry, device)
+            except MetabenchError as error:
+                problems.setdefault(str(error), []).append(spec.label)
+            except Exception as error:  # noqa: BLE001 - any failure of a component before training is the user's
+                problems.setdefault(f"{type(error).__name__}: {error}", []).append(spec.label)
     if problems:
-        unique = list(dict.fromkeys(problems))
+        lines = [f"{source}: {problem} (in {_runs(labels)})" for problem, labels in problems.items()]
         raise ConfigError(
-            f"preflight found {len(unique)} problem{'s' if len(unique) > 1 else ''} before any run (nothing was run "
-            "or written):\n  " + "\n  ".join(unique)
+            f"preflight found {len(lines)} problem{'s' if len(lines) > 1 else ''} before any run (nothing was run "
+            "or written):\n  " + "\n  ".join(lines)
         )
 
 
-def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, options: runner.RunOptions) -> None:
+def _runs(labels: list[str]) -> str:
+    shown = ", ".join(labels[:3])
+    return f"{shown} and {len(labels) - 3} more runs" if len(labels) > 3 else shown
+
+
+def _check_cell(spec: RunSpec, registry: Registry, device: torch.device) -> None:
     key, dataset = runner.dataset_of(spec, registry)
     protocol = spec.protocol
     _check_protocol(spec, dataset)
