@@ -53,12 +53,13 @@ def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunO
     problems: dict[str, list[str]] = {}  # problem -> the runs that have it
     with torch.random.fork_rng(devices=[]):
         for spec in specs:
+            stage = ["building the dataset"]
             try:
-                _check_cell(spec, registry, device)
+                _check_cell(spec, registry, device, stage)
             except MetabenchError as error:
                 problems.setdefault(str(error), []).append(spec.label)
             except Exception as error:  # noqa: BLE001 - any failure of a component before training is the user's
-                problems.setdefault(f"{type(error).__name__}: {error}", []).append(spec.label)
+                problems.setdefault(f"{stage[-1]}: {type(error).__name__}: {error}", []).append(spec.label)
     if problems:
         lines = [f"{source}: {problem} (in {_runs(labels)})" for problem, labels in problems.items()]
         raise ConfigError(
@@ -72,7 +73,8 @@ def _runs(labels: list[str]) -> str:
     return f"{shown} and {len(labels) - 3} more runs" if len(labels) > 3 else shown
 
 
-def _check_cell(spec: RunSpec, registry: Registry, device: torch.device) -> None:
+def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, stage: list[str]) -> None:
+    """Build and bind every component of ``spec`` and run it once on one task; ``stage`` follows where it is."""
     key, dataset = runner.dataset_of(spec, registry)
     protocol = spec.protocol
     _check_protocol(spec, dataset)
@@ -83,15 +85,18 @@ def _check_cell(spec: RunSpec, registry: Registry, device: torch.device) -> None
     for role in ROLES:
         if role != "train" and dataset.evaluation_tasks(role) is not None:
             continue
+        stage.append(f"sampler '{spec.sampler.label}' bound on the {role} split")
         bound = sampler.bind(dataset.split(role), shape, context, role=role)
         sources[role] = bound
         bound(1, make_generator(protocol.eval_seed, "preflight", role))  # one task: the split can give such tasks
+    stage.append("building the learner and the strategy")
     learner = registry.build("learner", spec.learner.name, spec.learner.params, where=f"learner '{spec.learner.label}'")
     strategy = registry.build(
         "strategy", spec.strategy.name, spec.strategy.params, where=f"strategy '{spec.strategy.label}'"
     )
     if learner.incompatible(strategy, spec.strategy.name, dataset.task_type):
         return  # recorded as not applicable, not an error
+    stage.append(f"backbone '{spec.backbone.label}'")
     out_dim = shape.n_way or dataset.split("train").y_dim
     torch.manual_seed(derive_seed(spec.seed, "backbone"))
     backbone = registry.build(
@@ -104,12 +109,15 @@ def _check_cell(spec: RunSpec, registry: Registry, device: torch.device) -> None
     ).to(device)
     params = learner.init_params(backbone, make_generator(spec.seed, "init"))
     tasks = sources["train"](1, make_generator(spec.seed, "preflight"))
+    stage.append(f"strategy '{spec.strategy.label}' planning on the backbone's layers")
     # the strategy's plan checks its mixing layers against the backbone's; then every layer is run once
     strategy.plan(make_generator(spec.seed, "preflight-plan"), tasks, backbone.n_layers)
+    stage.append(f"backbone '{spec.backbone.label}' forward through each mixable layer")
     with torch.no_grad():
         x = tasks.support_x[0]
         for layer in range(backbone.n_layers):
             backbone(backbone(x, 0, layer), layer)
+    stage.append(f"learner '{spec.learner.label}' outer loss on one task with strategy '{spec.strategy.label}'")
     loss, _ = learner.meta_loss(params, tasks, strategy, make_generator(spec.seed, "preflight-loss"))
     if loss.dim() != 0:
         raise ConfigError(f"learner '{spec.learner.name}': meta_loss returned shape {tuple(loss.shape)}, not a scalar")

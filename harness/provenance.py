@@ -103,7 +103,8 @@ def code_hash(provenance: dict[str, Any]) -> str:
 
 
 def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """What changed between two provenances, in words (``learner fake-learner 0.1.0 -> 0.2.0``, ``host code``)."""
+    """What changed between two provenances whose code hashes differ, in words (``learner fake-learner: code
+    changed``, ``strategy x: dist 0.1.0 -> dist 0.2.0``)."""
     if not old:
         return ["no provenance recorded"]
     changes = []
@@ -119,7 +120,7 @@ def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     for key in ("torch", "device_type"):
         if old.get(key) != new[key]:
             changes.append(f"{key} {old.get(key)} -> {new[key]}")
-    return changes
+    return changes or ["code hash differs"]
 
 
 def _version(distribution: str) -> str | None:
