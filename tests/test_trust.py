@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import fake_components
@@ -442,3 +444,31 @@ def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
     err = process.stderr.read().decode()
     assert process.wait() != 0
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
+    bench = tmp_path / "b.toml"
+    text = TINY_OMNIGLOT.replace("STRATEGIES", '["query"]')
+    text = text.replace("meta_steps = 2", "meta_steps = 150").replace("validate_every = 1", "validate_every = 50")
+    bench.write_text(text.replace("checkpoint_every = 1", "checkpoint_every = 5"))
+    flags = ["--device", "cpu", "--no-progress"]
+    reference = _metabench("run", bench, "--out", tmp_path / "reference", *flags)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "metabench.cli", "run", str(bench), "--out", str(out), *flags]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("*.pt")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list((out / "runs").glob("*.json")), "the run finished before it could be killed"
+
+    resumed = _metabench("run", bench, "--out", out, *flags)
+    assert resumed.returncode == 0, resumed.stderr
+    [record] = results.load_records(out)
+    [expected] = results.load_records(tmp_path / "reference")
+    assert record["resumed_from"] and record["resumed_from"] % 5 == 0
+    assert record["metrics"]["test"]["per_task"] == expected["metrics"]["test"]["per_task"]
+    assert record["curves"] == expected["curves"]
