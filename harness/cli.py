@@ -105,10 +105,17 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
     counts = done.counts()
     print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {done.paths[0]}")
     if done.failed:
-        command = " ".join(["metabench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else f"metabench run {args.file}"
-        print(failure_report(done.failed, command.replace(" --retry-failed", "")), file=sys.stderr)
+        print(failure_report(done.failed, _command(args)), file=sys.stderr)
         return 1
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``metabench run`` command that selects the same runs into the same folder."""
+    parts = ["metabench", "run", str(args.file), "--out", str(args.out)]
+    parts += ["--profile", args.profile] if args.profile else []
+    parts += ["--only", repr(args.only)] if args.only else []
+    return " ".join(parts)
 
 
 def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:

@@ -24,6 +24,7 @@ from metabench.runspec import RunSpec
 from metabench.schema import RecordError, dumps, parse
 
 _PACKAGES = ("metabench", "torch", "numpy", "scipy", "pluggy")
+_warned: set[tuple[str, int | None]] = set()
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -58,13 +59,21 @@ def write_record(out: Path, spec: RunSpec, record: dict[str, Any]) -> Path:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at ``path``; ``None`` with a warning naming the file when it cannot be used."""
+    """The record at ``path``; ``None`` with a warning naming the file when it cannot be used (once per file
+    version: the plan, the executor and the leaderboard all read the same folder)."""
     try:
         return parse(path.read_text(), str(path))
     except RecordError as error:
-        warnings.warn(f"skipped {error}", RuntimeWarning, stacklevel=2)
+        problem = f"skipped {error}"
     except (OSError, UnicodeDecodeError) as error:
-        warnings.warn(f"skipped {path}: cannot read it ({error})", RuntimeWarning, stacklevel=2)
+        problem = f"skipped {path}: cannot read it ({error})"
+    try:
+        version = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        version = (str(path), None)
+    if version not in _warned:
+        _warned.add(version)
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
     return None
 
 
