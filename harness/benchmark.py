@@ -75,13 +75,16 @@ def run_benchmark(
 
 
 def plan_table(planned: list[plan.Planned]) -> str:
-    """The dry run's table: one row per run, with its status and estimated size."""
+    """The dry run's table: one row per run, with its status, estimated size and, for stale or failed runs, why."""
     rows = []
     for p in planned:
         spec = p.spec
         size = f"{spec.training.meta_steps} steps x {spec.training.meta_batch} tasks, {spec.protocol.eval_tasks} test"
-        rows.append([f"{spec.sampler.label}/{spec.learner.label}/{spec.strategy.label}", spec.seed, p.status, size])
-    return tabulate(rows, headers=["cell", "seed", "status", "estimated size"], tablefmt="simple")
+        why = p.detail if len(p.detail) <= 80 else p.detail[:77] + "..."
+        rows.append(
+            [f"{spec.sampler.label}/{spec.learner.label}/{spec.strategy.label}", spec.seed, p.status, size, why]
+        )
+    return tabulate(rows, headers=["cell", "seed", "status", "estimated size", "why"], tablefmt="simple")
 
 
 def failure_report(failed: list[dict[str, Any]], command: str) -> str:

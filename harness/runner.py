@@ -336,7 +336,8 @@ class _Trainer:
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(checkpoint["params"][name])
-        self.best = checkpoint["best"]
+        best = checkpoint["best"]  # loaded on the CPU: back beside the parameters
+        self.best = {name: p.to(self.params[name].device) for name, p in best.items()} if best else None
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.task_rng.set_state(checkpoint["task_rng"])
         self.loss_rng.set_state(checkpoint["loss_rng"])
