@@ -77,7 +77,7 @@ def summary(planned: Sequence[Planned], options: RunOptions) -> str:
     if counts["recorded"]:
         parts.append(f"{counts['recorded']} recorded with the same config and code")
     if counts["stale"]:
-        kept = "kept (--reuse-stale)" if options.reuse_stale else "to run again"
+        kept = "kept by --reuse-stale" if options.reuse_stale else "to run again"
         parts.append(f"{counts['stale']} stale (same config, different code: {kept})")
     if counts["failed"]:
         failed = "to run again (--retry-failed)" if options.retry_failed else "kept; --retry-failed runs them again"

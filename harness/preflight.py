@@ -86,9 +86,13 @@ def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, stage: 
         if role != "train" and dataset.evaluation_tasks(role) is not None:
             continue
         stage.append(f"sampler '{spec.sampler.label}' bound on the {role} split")
-        bound = sampler.bind(dataset.split(role), shape, context, role=role)
+        try:
+            bound = sampler.bind(dataset.split(role), shape, context, role=role)
+            bound(1, make_generator(protocol.eval_seed, "preflight", role))  # one task: the split can give such tasks
+        except ConfigError as error:  # the task shape comes from [protocol]: say so beside the sampler's reason
+            keys = f"n_way = {protocol.n_way}, k_shot = {protocol.k_shot}, k_query = {protocol.k_query}"
+            raise ConfigError(f"[protocol] {keys}: {error}") from error
         sources[role] = bound
-        bound(1, make_generator(protocol.eval_seed, "preflight", role))  # one task: the split can give such tasks
     stage.append("building the learner and the strategy")
     learner = registry.build("learner", spec.learner.name, spec.learner.params, where=f"learner '{spec.learner.label}'")
     strategy = registry.build(

@@ -113,7 +113,7 @@ def test_plan_line_dry_run_statuses_and_rerun(fakes, tmp_path, capsys):
     assert run(bench, "--out", out, "--reuse-stale") == 1
     captured = capsys.readouterr()
     assert (
-        "1 recorded with the same config and code, 1 stale" in captured.out and "kept (--reuse-stale)" in captured.out
+        "1 recorded with the same config and code, 1 stale" in captured.out and "kept by --reuse-stale" in captured.out
     )
     assert "2 failed (kept; --retry-failed runs them again), 0 to run" in captured.out
     board = (out / "LEADERBOARD.md").read_text()
@@ -375,7 +375,7 @@ def test_plots_are_redrawn_when_empty_or_older_than_their_record(fakes, tmp_path
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"n_way = 3": "n_way = 300"}, "n_way = 300 exceeds the"),
+        ({"n_way = 3": "n_way = 300"}, "[protocol] n_way = 300, k_shot = 1, k_query = 1: sampler 'standard'"),
         ({"k_query = 1": "k_query = 30"}, "k_shot + k_query = 1 + 30 = 31 exceeds the 20 examples"),
         (
             {'["query"]': '[{name="metamix", params={layers=[9]}}]'},
