@@ -1,11 +1,11 @@
-"""Outer-loop data strategies on non-mutually-exclusive Omniglot with MAML (issues 6 and 9).
+"""Outer-loop data strategies on non-mutually-exclusive Omniglot with MAML.
 
 Runs ``benchmarks/nme_strategies.toml`` (finished runs are read back, not rerun; an interrupted run resumes from its
 checkpoint) and prints, from the run records and the leaderboard's aggregation:
 
-(a) issue 6: query (Dq), mixup-ss, mixup-qq, cob and metamix, mean accuracy ± 95% CI on the same fixed test tasks,
-    the measured ranking next to MetaMix Table 16's (20-way 1-shot NME Omniglot), and whether the ranking reproduces;
-(b) issue 9: multimix, multi-mix and metamixup against query and metamix;
+(a) MetaMix Table 16: query (Dq), mixup-ss, mixup-qq, cob and metamix, mean accuracy ± 95% CI on the same fixed
+    test tasks, the measured ranking next to Table 16's (20-way 1-shot NME Omniglot), and whether it reproduces;
+(b) beyond the papers: multimix, multi-mix and metamixup against query and metamix;
 (c) the meta-overfitting diagnostics of every cell: pre/post-adaptation accuracy on meta-train and meta-test queries,
     the pre-adaptation meta-train accuracy over training (MetaMix Fig. 2), support/query gradient norms of the outer
     loss (Fig. 3) and the top singular value of the support representations (Table 1).
@@ -41,7 +41,7 @@ PAPER = {
     "cob": ("Dcob = Ds ⊕ Dq", 86.74, 0.54),
     "mixup-ss": ("Mixup(Ds,Ds)", 46.98, 0.92),
 }
-ISSUE_9 = ["query", "metamix", "multimix", "multi-mix", "metamixup"]
+BEYOND_PAPERS = ["query", "metamix", "multimix", "multi-mix", "metamixup"]
 
 
 def _cells(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -74,7 +74,7 @@ def _measured_ranks(cells: pd.DataFrame, names: list[str]) -> pd.Series:
     return cells.loc[names, "mean"].rank(ascending=False, method="min").astype(int)
 
 
-def issue_6_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
+def table16(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
     names = [n for n in PAPER if n in cells.index]
     ranks = _measured_ranks(cells, names)
     paper_ranks = {name: rank for rank, name in enumerate(PAPER, start=1)}
@@ -122,8 +122,8 @@ def _ranking_verdict(runs: pd.DataFrame, cells: pd.DataFrame, names: list[str]) 
     return lines
 
 
-def issue_9_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
-    names = [n for n in ISSUE_9 if n in cells.index]
+def beyond_papers_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
+    names = [n for n in BEYOND_PAPERS if n in cells.index]
     ranks = _measured_ranks(cells, names)
     rows = []
     for name in sorted(names, key=lambda n: ranks[n]):
@@ -192,10 +192,10 @@ def main() -> None:
     if cells.empty:
         print("no successful runs")
         return
-    print("\n(a) issue 6: outer-loop data strategies (MetaMix Table 16 is 20-way 1-shot on the full Omniglot)\n")
-    print(issue_6_table(runs, cells))
-    print("\n(b) issue 9: MultiMix, multi-mix and MetaMixUp against query and MetaMix\n")
-    print(issue_9_table(runs, cells))
+    print("\n(a) outer-loop data strategies (MetaMix Table 16 is 20-way 1-shot on the full Omniglot)\n")
+    print(table16(runs, cells))
+    print("\n(b) beyond the papers: MultiMix, multi-mix and MetaMixUp against query and MetaMix\n")
+    print(beyond_papers_table(runs, cells))
     print("\n(c) meta-overfitting diagnostics (means over seeds; accuracy on meta-train / meta-test query sets)\n")
     print(diagnostics_table(records, cells))
     run_seconds = sum(record.get("wall_seconds", 0.0) for record in records)
