@@ -1,9 +1,10 @@
 """Which runs of a grid to run: each spec's status against the records under ``--out``, and the one-line plan.
 
 A spec is ``recorded`` when a record with its config and the same code (:mod:`metabench.provenance`) exists,
-``stale`` when the config matches but the code, torch or device type differ, ``failed`` when its record says so, and
-``to run`` otherwise. Every executor calls :func:`pending` on the driver, so that the in-process and distributed
-executors skip and rerun exactly the same runs.
+``stale`` when the config matches but the code, torch or device type differ (a failed record of other code too: a
+fixed plugin reruns its failures), ``failed`` when its record says so, and ``to run`` otherwise. Every executor
+calls :func:`pending` on the driver, so that the in-process and distributed executors skip and rerun exactly the
+same runs.
 """
 
 from __future__ import annotations
