@@ -16,10 +16,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from metabench.benchmark import run_benchmark
 from metabench.cache import cache_dir
-from metabench.config import load_benchmark, select
-from metabench.executor import SequentialExecutor
-from metabench.registry import default_registry
 from metabench.runner import RunOptions
 
 BENCHMARK = Path(__file__).with_name("lasium.toml")
@@ -45,15 +43,14 @@ def main() -> None:
     parser.add_argument("--profile", default="quick", help="profile of the benchmark file (quick | paper)")
     parser.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared 2-core machine)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    registry = default_registry()
-    specs = select(load_benchmark(args.file, registry, profile=args.profile), args.only)
     started = time.perf_counter()
-    options = RunOptions(out=args.out, device=args.device, progress=not args.no_progress)
-    records = SequentialExecutor(registry).run(specs, options)
+    options = RunOptions(out=args.out, device=args.device, threads=args.threads, progress=not args.no_progress)
+    records = run_benchmark(args.file, profile=args.profile, only=args.only, options=options).records
 
     rows = []
     for record in records:

@@ -1,11 +1,11 @@
-"""Outer-loop data strategies on non-mutually-exclusive Omniglot with MAML (issues 6 and 9).
+"""Outer-loop data strategies on non-mutually-exclusive Omniglot with MAML.
 
 Runs ``benchmarks/nme_strategies.toml`` (finished runs are read back, not rerun; an interrupted run resumes from its
 checkpoint) and prints, from the run records and the leaderboard's aggregation:
 
-(a) issue 6: query (Dq), mixup-ss, mixup-qq, cob and metamix, mean accuracy ± 95% CI on the same fixed test tasks,
-    the measured ranking next to MetaMix Table 16's (20-way 1-shot NME Omniglot), and whether the ranking reproduces;
-(b) issue 9: multimix, multi-mix and metamixup against query and metamix;
+(a) MetaMix Table 16: query (Dq), mixup-ss, mixup-qq, cob and metamix, mean accuracy ± 95% CI on the same fixed
+    test tasks, the measured ranking next to Table 16's (20-way 1-shot NME Omniglot), and whether it reproduces;
+(b) beyond the papers: multimix, multi-mix and metamixup against query and metamix;
 (c) the meta-overfitting diagnostics of every cell: pre/post-adaptation accuracy on meta-train and meta-test queries,
     the pre-adaptation meta-train accuracy over training (MetaMix Fig. 2), support/query gradient norms of the outer
     loss (Fig. 3) and the top singular value of the support representations (Table 1).
@@ -26,10 +26,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from metabench import leaderboard
-from metabench.config import load_benchmark, select
-from metabench.executor import SequentialExecutor
-from metabench.registry import default_registry
+from metabench import leaderboard, statistics
+from metabench.benchmark import run_benchmark
 from metabench.runner import RunOptions
 
 BENCHMARK = Path(__file__).with_name("nme_strategies.toml")
@@ -43,7 +41,7 @@ PAPER = {
     "cob": ("Dcob = Ds ⊕ Dq", 86.74, 0.54),
     "mixup-ss": ("Mixup(Ds,Ds)", 46.98, 0.92),
 }
-ISSUE_9 = ["query", "metamix", "multimix", "multi-mix", "metamixup"]
+BEYOND_PAPERS = ["query", "metamix", "multimix", "multi-mix", "metamixup"]
 
 
 def _cells(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -54,14 +52,11 @@ def _cells(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _versus(runs: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
-    """Mean per-task difference ``a − b`` and the paired t-test's p on the seeds both strategies have."""
+    """Mean per-task difference ``a − b`` and the paired t-test's p on the seeds both strategies have (NaN when the
+    two were not evaluated on the same tasks)."""
     ok = runs[runs["status"] == "ok"]
-    mine, other = ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b]
-    seeds = sorted(set(mine["seed"]) & set(other["seed"]))
-    return leaderboard.paired_test(
-        leaderboard.task_scores(mine, seeds),
-        leaderboard.task_scores(other, seeds),
-    )
+    outcome = statistics.versus(ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b])
+    return (np.nan, np.nan) if isinstance(outcome, str) else outcome
 
 
 def _accuracy(cell: pd.Series) -> str:
@@ -70,14 +65,16 @@ def _accuracy(cell: pd.Series) -> str:
 
 
 def _delta(delta: float, p: float) -> str:
-    return f"{100 * delta:+.2f} (p={p:.2g}){' *' if p < leaderboard.SIGNIFICANCE else ''}"
+    if np.isnan(delta):
+        return "not compared"
+    return f"{100 * delta:+.2f} (p={p:.2g}){' *' if p < statistics.SIGNIFICANCE else ''}"
 
 
 def _measured_ranks(cells: pd.DataFrame, names: list[str]) -> pd.Series:
     return cells.loc[names, "mean"].rank(ascending=False, method="min").astype(int)
 
 
-def issue_6_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
+def table16(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
     names = [n for n in PAPER if n in cells.index]
     ranks = _measured_ranks(cells, names)
     paper_ranks = {name: rank for rank, name in enumerate(PAPER, start=1)}
@@ -107,7 +104,7 @@ def _ranking_verdict(runs: pd.DataFrame, cells: pd.DataFrame, names: list[str]) 
     claims.append(("Mixup(Ds,Ds) worst", all(ok for ok, _ in worst), "; ".join(text for _, text in worst)))
     delta, p = _versus(runs, "cob", "query")
     claims.append(
-        ("Dq ≈ Dcob (no significant difference)", p >= leaderboard.SIGNIFICANCE, f"cob − query = {_delta(delta, p)}")
+        ("Dq ≈ Dcob (no significant difference)", p >= statistics.SIGNIFICANCE, f"cob − query = {_delta(delta, p)}")
     )
     better = [beats("mixup-qq", other) for other in ("query", "cob")]
     claims.append(
@@ -125,8 +122,8 @@ def _ranking_verdict(runs: pd.DataFrame, cells: pd.DataFrame, names: list[str]) 
     return lines
 
 
-def issue_9_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
-    names = [n for n in ISSUE_9 if n in cells.index]
+def beyond_papers_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
+    names = [n for n in BEYOND_PAPERS if n in cells.index]
     ranks = _measured_ranks(cells, names)
     rows = []
     for name in sorted(names, key=lambda n: ranks[n]):
@@ -177,15 +174,12 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    registry = default_registry()
-    specs = select(load_benchmark(args.benchmark, registry, profile=args.profile), args.only)
     started = time.perf_counter()
     options = RunOptions(out=args.out, device=args.device, threads=args.threads, progress=not args.no_progress)
-    records = SequentialExecutor(registry).run(specs, options)
-    leaderboard.write_leaderboard(args.out, registry)
+    done = run_benchmark(args.benchmark, profile=args.profile, only=args.only, options=options)
+    records, spec = done.records, done.specs[0]
 
     runs, cells = _cells(records)
-    spec = specs[0]
     shape = f"{spec.protocol.n_way}-way {spec.protocol.k_shot}-shot"
     print(
         f"\nNME Omniglot {shape}, MAML, profile '{args.profile}': {len(records)} runs ({args.out}); "
@@ -198,10 +192,10 @@ def main() -> None:
     if cells.empty:
         print("no successful runs")
         return
-    print("\n(a) issue 6: outer-loop data strategies (MetaMix Table 16 is 20-way 1-shot on the full Omniglot)\n")
-    print(issue_6_table(runs, cells))
-    print("\n(b) issue 9: MultiMix, multi-mix and MetaMixUp against query and MetaMix\n")
-    print(issue_9_table(runs, cells))
+    print("\n(a) outer-loop data strategies (MetaMix Table 16 is 20-way 1-shot on the full Omniglot)\n")
+    print(table16(runs, cells))
+    print("\n(b) beyond the papers: MultiMix, multi-mix and MetaMixUp against query and MetaMix\n")
+    print(beyond_papers_table(runs, cells))
     print("\n(c) meta-overfitting diagnostics (means over seeds; accuracy on meta-train / meta-test query sets)\n")
     print(diagnostics_table(records, cells))
     run_seconds = sum(record.get("wall_seconds", 0.0) for record in records)

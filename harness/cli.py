@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -12,11 +13,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard, show, tables
+from metabench import leaderboard, plan, show, tables
+from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
-from metabench.executor import SequentialExecutor
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
-from metabench.runner import RunOptions, resolve_device
+from metabench.runner import RunOptions
 
 
 def _plugin_rows(registry: Registry, kind: str | None) -> list[dict[str, str]]:
@@ -119,24 +120,47 @@ def _reporters(text: str) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace, registry: Registry) -> int:
-    report = _reporters(args.report)
-    benchmark = config.load_benchmark(args.file, registry, profile=args.profile, overrides=args.set)
-    specs = config.select(benchmark, args.only)
-    if not specs:
-        raise MetabenchError(f"{args.file}: no run matches --only {args.only!r}")
-    if args.threads < 1:
-        raise MetabenchError(f"--threads {args.threads}: must be >= 1")
-    resolve_device(args.device)  # fail before the first run, not in each
-    options = RunOptions(args.out, args.device, args.threads, not args.no_progress, args.retry_failed, report)
+    options = RunOptions(
+        args.out,
+        args.device,
+        args.threads,
+        not args.no_progress,
+        retry_failed=args.retry_failed,
+        rerun=args.rerun,
+        reuse_stale=args.reuse_stale,
+        report=_reporters(args.report),
+    )
     try:
-        records = SequentialExecutor(registry).run(specs, options)
+        done = run_benchmark(
+            args.file,
+            registry=registry,
+            profile=args.profile,
+            only=args.only,
+            overrides=args.set,
+            options=options,
+            dry_run=args.dry_run,
+        )
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    paths = leaderboard.write_leaderboard(args.out, registry)
-    counts = {status: sum(r["status"] == status for r in records) for status in ("ok", "not-applicable", "failed")}
-    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {paths[0]}")
-    return 1 if counts["failed"] else 0
+    if args.dry_run:
+        print(plan_table(done.planned))
+        print(plan.summary(done.planned, options) + " (dry run: nothing was run or written)")
+        return 0
+    counts = done.counts()
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {done.paths[0]}")
+    if done.failed:
+        print(failure_report(done.failed, _command(args)), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``metabench run`` command that selects the same runs into the same folder."""
+    parts = ["metabench", "run", str(args.file), "--out", str(args.out)]
+    parts += ["--profile", args.profile] if args.profile else []
+    parts += ["--only", repr(args.only)] if args.only else []
+    return " ".join(parts)
 
 
 def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
@@ -148,6 +172,7 @@ def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
             allowed = ", ".join(["md", *tables.FORMATS])
             raise MetabenchError(f"--format {args.format}: unknown format '{fmt}'; allowed: {allowed}")
     paths = leaderboard.write_leaderboard(args.results, registry)
+    registry.fire("metabench_leaderboard_written", paths=paths)
     extra = [tables.write(args.results, fmt) for fmt in formats if fmt != "md"]
     print("\n".join(map(str, paths[:3] + extra)))
     return 0
@@ -202,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(optional extras: pip install 'metabench[tensorboard,mlflow]')",
     )
     run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    run.add_argument("--rerun", action="store_true", help="run every selected run again, whatever its record")
+    run.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="keep records whose config matches but whose code differs (marked stale in the leaderboard)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan (cell, seed, status, size); run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
@@ -229,10 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
         try:
             registry = default_registry()
-            return args.handler(args, registry)
+            code = args.handler(args, registry)
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+            return code
         except MetabenchError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # output piped into a reader that stopped (``| head``): not an error of ours
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+            return 141
 
 
 if __name__ == "__main__":

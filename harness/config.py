@@ -62,6 +62,12 @@ def load_benchmark(
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError as error:
         raise ConfigError(f"{path}: no such benchmark file") from error
+    except IsADirectoryError as error:
+        raise ConfigError(f"{path}: is a folder; give a benchmark TOML file, e.g. benchmarks/default.toml") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file (a benchmark is TOML): {error}") from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the benchmark file ({error.strerror or error})") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     return _Benchmark(path, raw, profile, registry, parse_overrides(overrides)).expand()

@@ -7,12 +7,9 @@ by task (a paired test).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,8 +19,6 @@ from metabench.runspec import EvalProtocol
 from metabench.seeds import make_generator
 from metabench.tasks import TaskBatch, TaskShape
 
-Z_95 = 1.96
-
 _fixed_tasks: dict[str, TaskBatch] = {}
 
 
@@ -32,14 +27,6 @@ def metric_of(task_type: str) -> dict[str, Any]:
     if task_type == "regression":
         return {"name": "mse", "higher_is_better": False}
     return {"name": "accuracy", "higher_is_better": True}
-
-
-def summarize(scores: Sequence[float] | np.ndarray | Tensor) -> dict[str, float]:
-    """Mean, sample standard deviation and the normal-approximation 95% CI half-width ``1.96·std/√n``."""
-    values = np.asarray(scores.cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
-    n = values.size
-    std = float(values.std(ddof=1)) if n > 1 else 0.0
-    return {"mean": float(values.mean()), "std": std, "ci95": Z_95 * std / math.sqrt(n), "n": n}
 
 
 def task_shape(protocol: EvalProtocol, task_type: str) -> TaskShape:

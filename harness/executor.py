@@ -1,4 +1,5 @@
-"""Executors run a list of :class:`RunSpec` and return their records, skipping runs that already have one.
+"""Executors run a list of :class:`RunSpec` and return their records, running only what :func:`metabench.plan.pending`
+says (no record, stale, or failed under ``--retry-failed``; everything under ``--rerun``).
 
 The contract is small so that another executor (e.g. one shipping runs to a cluster) can replace the in-process one
 without touching config, runner, results or leaderboard: specs and options in, JSON records out. ``runner.run``
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from metabench import results, runner
+from metabench import plan, results, runner
 from metabench.registry import Registry, default_registry
 from metabench.runner import RunOptions
 from metabench.runspec import RunSpec
@@ -21,7 +22,7 @@ from metabench.runspec import RunSpec
 
 class Executor(Protocol):
     def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
-        """Run every spec without a finished record under ``options.out``; return the records of all ``specs``."""
+        """Run the specs :func:`metabench.plan.pending` selects; return the records of all ``specs``."""
         ...
 
 
@@ -32,7 +33,7 @@ class SequentialExecutor:
         self.registry = registry or default_registry()
 
     def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
-        pending = [s for s in specs if not results.is_finished(options.out, s, retry_failed=options.retry_failed)]
+        pending = plan.pending(specs, options, self.registry)
         done = len(specs) - len(pending)
         with tqdm(total=len(specs), initial=done, desc="runs", unit="run", disable=not options.progress) as bar:
             for spec in pending:

@@ -1,12 +1,17 @@
 """Leaderboards from the run records: ``LEADERBOARD.md``, ``leaderboard.csv`` and plots under the results folder.
 
-A cell is (benchmark, profile, sampler, learner, strategy); its seeds are aggregated. Every cell of a benchmark is
-scored on the same evaluation tasks, so a strategy is compared with the same learner's ``query`` strategy by a paired
-t-test over tasks (per-task scores averaged over the seeds both cells have).
+A cell is one config (everything but the seed) evaluated on one set of tasks; its seeds are aggregated, and records
+of different configs or different evaluation tasks are never averaged. Cells that share a label (benchmark, profile,
+sampler, learner, strategy) but differ in config are shown apart, each with the keys that differ
+(``training.meta_steps=30``). A strategy is compared with the same learner's plain strategy (``Strategy.plain``, stored
+in each record) of the same config by a paired t-test over tasks, only when both were evaluated on identical tasks
+(the records' task hashes); otherwise the reason is listed instead of a number. Records whose code differs from the
+code installed now (kept with ``--reuse-stale``) are marked stale.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,35 +24,52 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402 - after the backend choice
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from metabench import results  # noqa: E402
-from metabench.evaluation import summarize  # noqa: E402
+from metabench import provenance, results  # noqa: E402
+from metabench.cache import stable_hash  # noqa: E402
+from metabench.errors import MetabenchError  # noqa: E402
 from metabench.registry import Registry  # noqa: E402
+from metabench.runspec import RunSpec  # noqa: E402
+from metabench.statistics import SIGNIFICANCE, summarize, task_scores, versus  # noqa: E402
 
-BASELINE_STRATEGY = "query"
-SIGNIFICANCE = 0.05
 CELL = ["benchmark", "profile", "sampler", "learner", "strategy"]
+_NOT_CONFIG = ("seed", "profile")  # what varies inside a cell (seeds) or only names it (profile)
 
 
-def paired_test(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
-    """Mean difference ``a − b`` over paired scores and the two-sided paired t-test's p-value (1 when identical)."""
-    a, b = np.asarray(list(a), dtype=np.float64), np.asarray(list(b), dtype=np.float64)
-    if a.shape != b.shape or a.size < 2:
-        raise ValueError(f"paired scores must have the same length >= 2, got {a.size} and {b.size}")
-    difference = a - b
-    if np.allclose(difference, difference[0]):  # no variance: the t statistic is undefined
-        return float(difference.mean()), 1.0 if difference[0] == 0 else 0.0
-    return float(difference.mean()), float(stats.ttest_rel(a, b).pvalue)
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training.meta_steps": 30, "learner.params.inner_lr": 0.4, ...}``: a config as dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
-def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run record, with the fields the leaderboard reads."""
+def staleness(record: dict[str, Any], registry: Registry | None) -> str:
+    """Why ``record`` was made by other code than the installed one (``""`` when it was not, or unknown)."""
+    if registry is None:
+        return ""
+    try:
+        spec = RunSpec.from_dict(record["config"])
+        now = provenance.of(spec, registry, record["provenance"].get("device_type", "cpu"))
+    except (MetabenchError, KeyError, TypeError) as error:
+        return f"cannot check its code: {error}"
+    if provenance.code_hash(now) == record["code_hash"]:
+        return ""
+    return "; ".join(provenance.differences(record["provenance"], now))
+
+
+def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = None) -> pd.DataFrame:
+    """One row per run record, with the fields the leaderboard reads; with ``registry``, whether it is stale."""
     rows = []
     for record in records:
         config = record["config"]
         test = (record.get("metrics") or {}).get("test", {})
+        flat = {k: v for k, v in flat_config(config).items() if k not in _NOT_CONFIG}
         rows.append(
             {
                 "benchmark": config["benchmark"],
@@ -72,29 +94,57 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "diagnostics": record.get("diagnostics") or {},
                 "best_step": record.get("best_step"),
                 "has_curves": bool(record.get("curves")),
+                "strategy_plain": bool(record.get("strategy_plain")),
+                "tasks_hash": record.get("tasks_hash"),
+                "config_flat": flat,
+                "config_key": stable_hash(flat),
+                "stale": staleness(record, registry),
             }
         )
     return pd.DataFrame(rows)
 
 
-def task_scores(runs: pd.DataFrame, seeds: Iterable[int]) -> np.ndarray:
-    """Per-task scores averaged over ``seeds``."""
-    chosen = runs[runs["seed"].isin(list(seeds))].sort_values("seed")
-    return np.mean(np.stack([np.asarray(s, dtype=np.float64) for s in chosen["per_task"]]), axis=0)
+def _variants(ok: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """For each (config key, tasks hash) whose label is shared with another config: the keys that set it apart."""
+    names: dict[tuple[str, str], str] = {}
+    for _, group in ok.groupby(CELL, sort=False):
+        members = group.drop_duplicates(["config_key", "tasks_hash"])
+        if len(members) < 2:
+            continue
+        configs = list(members["config_flat"])
+        keys = sorted({k for c in configs for k in c if any(c.get(k) != other.get(k) for other in configs)})
+        for member in members.itertuples():
+            text = ", ".join(f"{k}={_value(member.config_flat.get(k))}" for k in keys)
+            names[(member.config_key, member.tasks_hash)] = text or f"evaluation tasks {member.tasks_hash}"
+    return names
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict | str | bool) else str(value)
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell over its successful runs: mean, CIs over tasks and over seeds, Δ vs ``query``, rank."""
-    ok = runs[runs["status"] == "ok"]
+    """One row per cell (config and evaluation tasks) over its successful runs: mean, CIs over tasks and over seeds,
+    Δ vs the plain strategy on the same tasks, rank."""
+    ok = runs[runs["status"] == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["tasks_hash"] = ok["tasks_hash"].fillna("")
+    variants = _variants(ok)
     cells = []
-    for key, group in ok.groupby(CELL, sort=False):
+    for key, group in ok.groupby([*CELL, "config_key", "tasks_hash"], sort=False):
         seed_means = group["mean"].to_numpy(dtype=np.float64)
         by_seeds = summarize(seed_means)
         mo = pd.DataFrame([m for m in group["meta_overfitting"] if m])
         diagnostics = pd.DataFrame(list(group["diagnostics"]))
         cells.append(
             {
-                **dict(zip(CELL, key, strict=True)),
+                **dict(zip(CELL, key[: len(CELL)], strict=True)),
+                "variant": variants.get(key[len(CELL) :], ""),
+                "config_key": key[len(CELL)],
+                "tasks_hash": key[len(CELL) + 1],
+                "strategy_plain": bool(group["strategy_plain"].iloc[0]),
+                "stale": "; ".join(sorted({s for s in group["stale"] if s})),
                 "strategy_name": group["strategy_name"].iloc[0],
                 "metric": group["metric"].iloc[0],
                 "higher_is_better": bool(group["higher_is_better"].iloc[0]),
@@ -116,26 +166,41 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     table = pd.DataFrame(cells)
-    if table.empty:
-        return table
-    table[["delta", "p_value"]] = [_versus_baseline(ok, cell) for cell in table.itertuples()]
+    compared = [_versus_baseline(ok, cell) for cell in table.itertuples()]
+    table["delta"] = [c[0] for c in compared]
+    table["p_value"] = [c[1] for c in compared]
+    table["baseline"] = [c[2] for c in compared]
+    table["not_tested"] = [c[3] for c in compared]
     # lower is better for a regression error: rank on the score signed so that larger is better
     signed = table["mean"].where(table["higher_is_better"], -table["mean"])
     table["rank"] = signed.groupby([table["benchmark"], table["profile"]]).rank(ascending=False, method="min")
     return table.sort_values(["benchmark", "profile", "rank"]).reset_index(drop=True)
 
 
-def _versus_baseline(ok: pd.DataFrame, cell: Any) -> tuple[float, float]:
-    if cell.strategy_name == BASELINE_STRATEGY:
-        return np.nan, np.nan
+def _versus_baseline(ok: pd.DataFrame, cell: Any) -> tuple[float, float, str, str]:
+    """Δ, p, the baseline strategy's label and, when no test was made, why: against the runs of the same benchmark,
+    profile, sampler and learner, with a plain strategy and a config that differs only in the strategy."""
+    if cell.strategy_plain:
+        return np.nan, np.nan, "", ""
     same = (ok["benchmark"] == cell.benchmark) & (ok["profile"] == cell.profile)
     same &= (ok["sampler"] == cell.sampler) & (ok["learner"] == cell.learner)
-    mine = ok[same & (ok["strategy"] == cell.strategy)]
-    baseline = ok[same & (ok["strategy_name"] == BASELINE_STRATEGY)]
-    seeds = sorted(set(mine["seed"]) & set(baseline["seed"]))
-    if not seeds:
-        return np.nan, np.nan
-    return paired_test(task_scores(mine, seeds), task_scores(baseline, seeds))
+    mine = ok[same & (ok["config_key"] == cell.config_key) & (ok["tasks_hash"] == cell.tasks_hash)]
+    config = _without_strategy(mine["config_flat"].iloc[0])
+    candidates = ok[same & ok["strategy_plain"]]
+    candidates = candidates[[_without_strategy(c) == config for c in candidates["config_flat"]]]
+    if candidates.empty:
+        return np.nan, np.nan, "", "no plain-strategy run of the same config"
+    on_same_tasks = candidates[candidates["tasks_hash"] == cell.tasks_hash]
+    baseline = on_same_tasks if len(on_same_tasks) else candidates
+    label = baseline["strategy"].iloc[0]
+    outcome = versus(mine, baseline[baseline["config_key"] == baseline["config_key"].iloc[0]])
+    if isinstance(outcome, str):
+        return np.nan, np.nan, label, outcome
+    return outcome[0], outcome[1], label, ""
+
+
+def _without_strategy(flat: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flat.items() if not k.startswith("strategy.")}
 
 
 def _number(value: float, scale: float, digits: int = 2) -> str:
@@ -151,20 +216,26 @@ def _markdown_table(cells: pd.DataFrame) -> str:
         mean = _number(cell.mean, scale)
         significant = not np.isnan(cell.p_value) and cell.p_value < SIGNIFICANCE
         delta = "" if np.isnan(cell.delta) else f"{cell.delta * scale:+.2f}{' *' if significant else ''}"
+        if cell.not_tested:
+            delta = f"not tested: {cell.not_tested}"
+        notes = ["stale"] if cell.stale else []
         rows.append(
             [
                 int(cell.rank),
                 cell.sampler,
                 cell.learner,
                 cell.strategy,
+                cell.variant,
                 f"**{mean}**" if cell.rank == 1 else mean,
                 f"± {_number(cell.ci95_tasks, scale)}",
                 f"± {_number(cell.ci95_seeds, scale)}" if not np.isnan(cell.ci95_seeds) else "",
                 cell.seeds,
                 delta,
                 "" if np.isnan(cell.p_value) else f"{cell.p_value:.3g}",
+                cell.baseline,
                 _number(cell.steps_per_s, 1.0),
                 cell.device,
+                ", ".join(notes),
             ]
         )
     headers = [
@@ -172,16 +243,23 @@ def _markdown_table(cells: pd.DataFrame) -> str:
         "sampler",
         "learner",
         "strategy",
+        "config",
         unit,
         "95% CI tasks",
         "95% CI seeds",
         "seeds",
-        f"Δ vs {BASELINE_STRATEGY}",
+        "Δ vs plain",
         "p (paired t)",
+        "plain",
         "steps/s",
         "device",
+        "note",
     ]
-    return tabulate(rows, headers=headers, tablefmt="github")
+    # columns that would be empty on every row (no variants, nothing stale) are left out
+    keep = [i for i, header in enumerate(headers) if header not in ("config", "note") or any(r[i] for r in rows)]
+    # numparse off: tabulate would turn "+5.00" into 5.0 and lose the sign of Δ
+    table = [[r[i] for i in keep] for r in rows]
+    return tabulate(table, headers=[headers[i] for i in keep], tablefmt="github", disable_numparse=True)
 
 
 ANALYSIS_COLUMNS = {
@@ -202,11 +280,20 @@ def _detail_table(cells: pd.DataFrame) -> str:
     rows = []
     for _, cell in cells.iterrows():
         rows.append(
-            [f"{cell['sampler']}/{cell['learner']}/{cell['strategy']}"]
+            [_cell_name(cell)]
             + [_number(cell[c], 1.0, 3) for c in present]
             + [f"[curves](plots/{cell['plot_hash']}.png)" if isinstance(cell["plot_hash"], str) else ""]
         )
     return tabulate(rows, headers=["cell", *[columns[c] for c in present], "plot (first seed)"], tablefmt="github")
+
+
+def _cell_name(cell: Any) -> str:
+    name = f"{cell['sampler']}/{cell['learner']}/{cell['strategy']}"
+    return f"{name} ({cell['variant']})" if cell["variant"] else name
+
+
+def _stale(cells: pd.DataFrame) -> str:
+    return "\n".join(f"- {_cell_name(cell)}: {cell['stale']}" for _, cell in cells.iterrows() if cell["stale"])
 
 
 def _unfinished(runs: pd.DataFrame) -> str:
@@ -231,14 +318,20 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
         f" · device {listing('device')} · profile {listing('profile')}",
         "",
         "Mean over seeds of the mean over the fixed evaluation tasks (identical for every cell); 95% CI = "
-        "1.96·std/√n over tasks (per-task scores averaged over seeds) and over seeds. Δ: difference to the same "
-        f"sampler and learner with the `{BASELINE_STRATEGY}` strategy, paired t-test over tasks; * marks p < "
-        f"{SIGNIFICANCE}. Best in bold.",
+        "1.96·std/√n over tasks (per-task scores averaged over seeds) and over seeds. A row is one config: runs of "
+        "different configs are never averaged, and rows sharing a label show the keys that differ (config). Δ: "
+        "difference to the same sampler, learner and config with the plain strategy (column plain, the algorithm as "
+        f"published), paired t-test over identical evaluation tasks; * marks p < {SIGNIFICANCE}. Best in bold. "
+        "stale: recorded by other code than the one installed now (kept with --reuse-stale).",
     ]
     for (benchmark, profile), group in runs.groupby(["benchmark", "profile"], sort=True):
         parts += ["", f"## {benchmark} (profile `{profile}`)", ""]
         mine = cells[(cells["benchmark"] == benchmark) & (cells["profile"] == profile)] if len(cells) else cells
         parts.append(_markdown_table(mine) if len(mine) else "No successful runs yet.")
+        stale = _stale(mine) if len(mine) else ""
+        if stale:
+            parts += ["", "Stale rows (recorded by other code; `metabench run` without --reuse-stale reruns them):", ""]
+            parts.append(stale)
         unfinished = _unfinished(group)
         if unfinished:
             parts += ["", "Runs without a score:", "", unfinished]
@@ -263,10 +356,11 @@ def plot_cells(cells: pd.DataFrame, path: Path) -> None:
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 3.5 * len(panels)), squeeze=False)
     for axis, ((benchmark, profile, sampler), group) in zip(axes[:, 0], panels, strict=True):
         learners = list(dict.fromkeys(group["learner"]))
-        strategies = list(dict.fromkeys(group["strategy"]))
+        names = group["strategy"] + group["variant"].map(lambda v: f" ({v})" if v else "")
+        strategies = list(dict.fromkeys(names))
         width = 0.8 / len(strategies)
         for i, strategy in enumerate(strategies):
-            rows = group[group["strategy"] == strategy].set_index("learner").reindex(learners)
+            rows = group[names == strategy].drop_duplicates("learner").set_index("learner").reindex(learners)
             x = np.arange(len(learners)) + (i - (len(strategies) - 1) / 2) * width
             axis.bar(x, rows["mean"], width, yerr=rows["ci95_tasks"], capsize=3, label=strategy)
         axis.set_xticks(np.arange(len(learners)), learners)
@@ -274,8 +368,7 @@ def plot_cells(cells: pd.DataFrame, path: Path) -> None:
         axis.set_title(f"{benchmark} ({profile}) · sampler {sampler}")
         axis.legend(fontsize="small", ncols=min(len(strategies), 4))
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path, dpi=110)
 
 
 def plot_run(record: dict[str, Any], path: Path) -> None:
@@ -297,29 +390,47 @@ def plot_run(record: dict[str, Any], path: Path) -> None:
     axis.set_title(record["label"], fontsize="small")
     axis.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    _save(figure, path, dpi=90)
+
+
+def _save(figure: Any, path: Path, dpi: int) -> None:
+    """Atomically (a killed write leaves the old file or none, never a truncated one)."""
+    try:
+        results.atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi), mode="wb")
+    finally:
+        plt.close(figure)
+
+
+def _plot_is_current(plot: Path, record_file: Path) -> bool:
+    """A plot is redrawn when missing, empty, or older than its record."""
+    try:
+        stat = plot.stat()
+    except FileNotFoundError:
+        return False
+    return stat.st_size > 0 and stat.st_mtime_ns >= record_file.stat().st_mtime_ns
 
 
 def write_leaderboard(out: Path, registry: Registry | None = None) -> list[Path]:
-    """Write ``LEADERBOARD.md``, ``leaderboard.csv``, ``leaderboard.png`` and missing per-run plots under ``out``."""
-    records = results.load_records(out)
-    runs = runs_frame(records)
+    """Write ``LEADERBOARD.md``, ``leaderboard.csv``, ``leaderboard.png`` and the per-run plots under ``out``.
+
+    With ``registry``, records made by other code than the installed one are marked stale. The caller fires
+    ``metabench_leaderboard_written`` (the leaderboard does not run anything)."""
+    stored = results.read_records(out)
+    records = [record for _, record in stored]
+    runs = runs_frame(records, registry)
     cells = aggregate(runs) if len(runs) else pd.DataFrame()
     paths = [out / "LEADERBOARD.md", out / "leaderboard.csv"]
-    out.mkdir(parents=True, exist_ok=True)
-    paths[0].write_text(render_markdown(runs, cells) if len(runs) else "# metabench leaderboard\n\nNo runs yet.\n")
-    csv_columns = [c for c in cells.columns if c not in ("plot_hash",)]
-    (cells[csv_columns] if len(cells) else cells).to_csv(paths[1], index=False)
+    text = render_markdown(runs, cells) if len(runs) else "# metabench leaderboard\n\nNo runs yet.\n"
+    results.atomic_write(paths[0], lambda handle: handle.write(text))
+    csv_columns = [c for c in cells.columns if c not in ("plot_hash", "config_key", "config_flat")]
+    table = cells[csv_columns] if len(cells) else cells
+    results.atomic_write(paths[1], lambda handle: table.to_csv(handle, index=False))
     if len(cells):
         paths.append(out / "leaderboard.png")
         plot_cells(cells, paths[-1])
-    for record in records:
+    for path, record in stored:
         plot = out / "plots" / f"{record['config_hash']}.png"
-        if record["status"] == "ok" and record.get("curves") and not plot.exists():
-            plot.parent.mkdir(exist_ok=True)
+        if record["status"] == "ok" and record.get("curves") and not _plot_is_current(plot, path):
             plot_run(record, plot)
             paths.append(plot)
-    if registry is not None:
-        registry.fire("metabench_leaderboard_written", paths=paths)
     return paths

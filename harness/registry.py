@@ -93,10 +93,17 @@ class Param:
             raise fail("must be a finite number")
         if self.choices is not None and value not in self.choices:
             raise fail(f"must be one of {', '.join(map(repr, self.choices))}")
+        ranged = self.low is not None or self.high is not None
+        if ranged and isinstance(value, float) and not math.isfinite(value):
+            raise fail(f"must be a finite number in {_range_text(self.low, self.high)}")
         if self.low is not None and value < self.low:
             raise fail(f"must be >= {self.low}")
         if self.high is not None and value > self.high:
             raise fail(f"must be <= {self.high}")
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    return f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
 
 
 def _coerce(value: Any, wanted: type, fail: Callable[[str], ConfigError]) -> Any:

@@ -1,17 +1,19 @@
 """The results store: one JSON record per run under ``<out>/runs/<config hash>.json``, checkpoints for resuming.
 
 Files are written atomically (a temporary file in the same folder, then a rename), so a crash never leaves half a
-record: a run either has its record or is run again.
+record: a run either has its record or is run again. Records follow :mod:`metabench.schema`; one that cannot be read
+under it is skipped with a warning naming the file. Checkpoints hold plain tensors and numbers only and are loaded
+with ``weights_only=True``: a checkpoint file can never run code.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,10 @@ from typing import Any
 import torch
 
 from metabench.runspec import RunSpec
+from metabench.schema import RecordError, dumps, parse
 
-FINISHED = ("ok", "not-applicable", "failed")
 _PACKAGES = ("metabench", "torch", "numpy", "scipy", "pluggy")
+_warned: set[tuple[str, int | None]] = set()
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -34,7 +37,8 @@ def checkpoint_path(out: Path, spec: RunSpec) -> Path:
     return out / "checkpoints" / f"{spec.config_hash}.pt"
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write ``path`` through ``write(handle)`` into a temporary file of the same folder, then rename it over."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make records unreadable to other users
@@ -49,35 +53,65 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> 
 
 def write_record(out: Path, spec: RunSpec, record: dict[str, Any]) -> Path:
     path = record_path(out, spec)
-    _atomic_write(path, lambda handle: json.dump(record, handle, indent=1, allow_nan=True))
+    text = dumps(record)  # before opening the file: a record that is not strict JSON leaves the old one intact
+    atomic_write(path, lambda handle: handle.write(text))
     return path
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``; ``None`` with a warning naming the file when it cannot be used (once per file
+    version: the plan, the executor and the leaderboard all read the same folder)."""
+    try:
+        return parse(path.read_text(), str(path))
+    except RecordError as error:
+        problem = f"skipped {error}"
+    except (OSError, UnicodeDecodeError) as error:
+        problem = f"skipped {path}: cannot read it ({error})"
+    try:
+        version = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        version = (str(path), None)
+    if version not in _warned:
+        _warned.add(version)
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+    return None
 
 
 def load_record(out: Path, spec: RunSpec) -> dict[str, Any] | None:
     path = record_path(out, spec)
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_record(path) if path.exists() else None
+
+
+def read_records(out: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every usable record under ``out/runs`` with its file, oldest first; the others skipped with a warning."""
+    paths = sorted((out / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return [(path, record) for path in paths if (record := read_record(path)) is not None]
 
 
 def load_records(out: Path) -> list[dict[str, Any]]:
-    """Every record under ``out/runs``, oldest first."""
-    paths = sorted((out / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    return [json.loads(p.read_text()) for p in paths]
-
-
-def is_finished(out: Path, spec: RunSpec, *, retry_failed: bool = False) -> bool:
-    record = load_record(out, spec)
-    if record is None:
-        return False
-    return record["status"] != "failed" or not retry_failed
+    """Every usable record under ``out/runs``, oldest first."""
+    return [record for _, record in read_records(out)]
 
 
 def save_checkpoint(out: Path, spec: RunSpec, state: dict[str, Any]) -> None:
-    _atomic_write(checkpoint_path(out, spec), lambda handle: torch.save(state, handle), mode="wb")
+    atomic_write(checkpoint_path(out, spec), lambda handle: torch.save(state, handle), mode="wb")
 
 
 def load_checkpoint(out: Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The run's checkpoint; ``None`` (with a warning) when absent or not a plain-data checkpoint, so the run
+    starts over rather than executing whatever a crafted file holds."""
     path = checkpoint_path(out, spec)
-    return torch.load(path, weights_only=False) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint means: train from the start
+        warnings.warn(
+            f"ignored checkpoint {path}: not a plain-data checkpoint ({type(error).__name__}); training from the start",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
 
 
 def remove_checkpoint(out: Path, spec: RunSpec) -> None:

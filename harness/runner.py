@@ -1,17 +1,19 @@
 """One run: build the components of a :class:`RunSpec`, meta-train with meta-validation and checkpoints, evaluate on
 the benchmark's fixed tasks, and write the JSON record.
 
-A run that raises or whose loss is not finite becomes a ``failed`` record; a learner that cannot use the strategy
-(``incompatible`` gives a reason) becomes ``not-applicable``.
+A run that raises, whose loss is not finite, or whose scores, diagnostics or parameters are not finite becomes a
+``failed`` record naming the culprit; a learner that cannot use the strategy (``incompatible`` gives a reason)
+becomes ``not-applicable``. The record is assembled once, by :func:`metabench.schema.new`.
 ``KeyboardInterrupt`` is not caught: the last checkpoint stays and the rerun resumes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metabench import results
+from metabench import provenance, results, schema
 from metabench.cache import cache_dir, stable_hash
 from metabench.errors import ConfigError
-from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, summarize, task_shape
+from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, task_shape
 from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, Strategy, TaskSource
 from metabench.registry import Registry
 from metabench.runspec import RunSpec
 from metabench.seeds import derive_seed, make_generator
+from metabench.statistics import summarize
 from metabench.tasks import TaskBatch
 
-SCHEMA_VERSION = 1
 _datasets: dict[str, tuple[str, Dataset]] = {}
 
 
@@ -41,13 +43,19 @@ class RunOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads for CPU runs; None: torch's default
     progress: bool = True
-    retry_failed: bool = False
+    retry_failed: bool = False  # run again the specs whose record is ``failed``
+    rerun: bool = False  # run every spec again, whatever its record
+    reuse_stale: bool = False  # keep records whose config matches but whose code differs (:mod:`metabench.plan`)
     # reporters that lifecycle hooks should feed (``--report tensorboard,mlflow``); hooks receive these options
     report: tuple[str, ...] = ()
 
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class NonFinite(RuntimeError):
+    """A score, diagnostic or parameter of a finished run is NaN or infinite: the run is ``failed``."""
 
 
 class NotApplicable(Exception):
@@ -75,33 +83,47 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
     started = time.time()
+    origin = provenance.of(spec, registry, device.type)
+    code_hash = provenance.code_hash(origin)
     registry.fire("metabench_run_started", spec=spec, options=options)
-    record: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "config_hash": spec.config_hash,
-        "label": spec.label,
-        "config": spec.to_dict(),
-        "environment": results.environment(device),
-        "seeds": {"run": spec.seed, "eval": spec.protocol.eval_seed},
-        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-        "status": "ok",
-        "error": None,
-    }
+    facts: dict[str, Any] = {}
+    outcome, status, error, trace = None, "ok", None, None
     try:
-        record.update(_execute(spec, registry, options, device))
+        outcome = _execute(spec, registry, options, device, code_hash, facts)
+        bad = schema.nonfinite(outcome)
+        if bad:
+            raise NonFinite(f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} not finite")
     except NotApplicable as reason:
-        record.update(status="not-applicable", error=str(reason))
-    except Exception as error:  # noqa: BLE001 - a failed run is data; the other runs go on
-        record.update(
-            status="failed",
-            error=f"{type(error).__name__}: {error}",
-            traceback="".join(traceback.format_exception(error)[-6:]),
-        )
-    record["wall_seconds"] = time.time() - started
-    return record
+        status, error, outcome = "not-applicable", str(reason), None
+    except Exception as failure:  # noqa: BLE001 - a failed run is data; the other runs go on
+        status, error, outcome = "failed", f"{type(failure).__name__}: {failure}", None
+        trace = "".join(traceback.format_exception(failure)[-6:])
+    return schema.new(
+        spec,
+        provenance=origin,
+        code_hash=code_hash,
+        environment=results.environment(device),
+        started_at=datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        wall_seconds=time.time() - started,
+        status=status,
+        error=error,
+        facts=facts,
+        outcome=outcome,
+        traceback=trace,
+    )
 
 
-def _dataset(spec: RunSpec, registry: Registry) -> tuple[str, Dataset]:
+def tasks_hash(tasks: TaskBatch) -> str:
+    """A hash of the task tensors (values, shapes and dtypes): equal hashes, identical evaluation tasks."""
+    digest = hashlib.sha256(str(tasks.n_way).encode())
+    for tensor in (tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def dataset_of(spec: RunSpec, registry: Registry) -> tuple[str, Dataset]:
     """The dataset of ``spec`` and its stable key; loaded once per process, whatever the number of runs."""
     key = f"{spec.dataset.name}-{stable_hash(spec.dataset.params, 8)}"
     if key not in _datasets:
@@ -115,10 +137,19 @@ def _build(registry: Registry, kind: str, spec: RunSpec, **context: Any) -> Any:
     return registry.build(kind, ref.name, ref.params, where=f"{spec.benchmark}: {kind}", **context)
 
 
-def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: torch.device) -> dict[str, Any]:
+def _execute(
+    spec: RunSpec,
+    registry: Registry,
+    options: RunOptions,
+    device: torch.device,
+    code_hash: str,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """The outcome of a run; ``facts`` receives what the record needs even when the run stops early."""
     learner: MetaLearner = _build(registry, "learner", spec)
     strategy: Strategy = _build(registry, "strategy", spec)
-    dataset_key, dataset = _dataset(spec, registry)
+    facts["strategy_plain"] = bool(getattr(strategy, "plain", False))
+    dataset_key, dataset = dataset_of(spec, registry)
     reason = learner.incompatible(strategy, spec.strategy.name, dataset.task_type)
     if reason:
         raise NotApplicable(reason)
@@ -132,6 +163,7 @@ def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: tor
     sampler_key = f"{spec.sampler.name}:{spec.sampler.params_json}"
     val_tasks = fixed_tasks(dataset, sampler, sampler_key, "val", protocol.val_tasks, protocol, context)
     test_tasks = fixed_tasks(dataset, sampler, sampler_key, "test", protocol.eval_tasks, protocol, context)
+    facts["tasks_hash"] = tasks_hash(test_tasks)
     # Meta-train tasks drawn once, to follow pre/post-adaptation scores on what the learner trains on (MetaMix Fig. 2).
     probe_tasks = train_source(protocol.val_tasks, make_generator(protocol.eval_seed, "train-probe"))
 
@@ -144,8 +176,11 @@ def _execute(spec: RunSpec, registry: Registry, options: RunOptions, device: tor
     metric = metric_of(dataset.task_type)
     training: dict[str, Any] = {"steps": 0, "steps_per_s": None, "curves": [], "best_step": None}
     if learner.meta_trains and spec.training.meta_steps > 0:
-        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric)
+        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric, code_hash)
         params, training = trainer.train(train_source, val_tasks, probe_tasks)
+    for name, p in params.items():
+        if not bool(torch.isfinite(p).all()):
+            raise NonFinite(f"parameter '{name}' not finite after meta-training")
 
     chunk = protocol.eval_chunk
     test = evaluate_tasks(learner, params, test_tasks, chunk)
@@ -191,8 +226,9 @@ class _Trainer:
         strategy: Strategy,
         params: Params,
         metric: dict[str, Any],
+        code_hash: str,
     ):
-        self.spec, self.registry, self.options = spec, registry, options
+        self.spec, self.registry, self.options, self.code_hash = spec, registry, options, code_hash
         self.learner, self.strategy, self.params, self.metric = learner, strategy, params, metric
         self.optimizer = torch.optim.Adam(list(params.values()), lr=spec.training.meta_lr)
         self.task_rng = make_generator(spec.seed, "tasks")
@@ -271,29 +307,32 @@ class _Trainer:
         self.registry.fire("metabench_evaluation_finished", spec=self.spec, split="val", scores={**score, **point})
 
     def _checkpoint(self) -> None:
+        # plain tensors, numbers and lists only: loadable with weights_only=True (results.load_checkpoint)
         results.save_checkpoint(
             self.options.out,
             self.spec,
             {
+                "code_hash": self.code_hash,
                 "params": {name: p.detach() for name, p in self.params.items()},
                 "best": self.best,
                 "optimizer": self.optimizer.state_dict(),
                 "task_rng": self.task_rng.get_state(),
                 "loss_rng": self.loss_rng.get_state(),
-                "state": self.state,
+                "state": asdict(self.state),
             },
         )
 
     def _restore(self) -> None:
         checkpoint = results.load_checkpoint(self.options.out, self.spec)
-        if checkpoint is None:
-            return
+        if checkpoint is None or checkpoint.get("code_hash") != self.code_hash:
+            return  # none, unreadable, or written by other code: that training is not this run's
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(checkpoint["params"][name])
-        self.best = checkpoint["best"]
+        best = checkpoint["best"]  # loaded on the CPU: back beside the parameters
+        self.best = {name: p.to(self.params[name].device) for name, p in best.items()} if best else None
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.task_rng.set_state(checkpoint["task_rng"])
         self.loss_rng.set_state(checkpoint["loss_rng"])
-        self.state = checkpoint["state"]
+        self.state = _TrainState(**checkpoint["state"])
         self.state.resumed_from = self.state.step

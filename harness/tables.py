@@ -1,7 +1,8 @@
 """The leaderboard as tables for papers: ``leaderboard.tex`` (LaTeX, booktabs) and ``leaderboard.html`` (one
 self-contained page, plots embedded), written beside ``LEADERBOARD.md`` from the cells table of
 :func:`metabench.leaderboard.aggregate` with the same conventions: mean ± 95% CI over tasks, best in bold (here per
-benchmark, profile and sampler), Δ against the same learner's ``query`` strategy with its paired-test p-value."""
+benchmark, profile and sampler), Δ against the same learner's plain strategy (``Strategy.plain``, e.g. ``query``) with
+its paired-test p-value."""
 
 from __future__ import annotations
 
@@ -16,17 +17,17 @@ import numpy as np
 import pandas as pd
 
 from metabench import leaderboard, results
-from metabench.results import _atomic_write
+from metabench.statistics import SIGNIFICANCE
 
 FORMATS = {"latex": "leaderboard.tex", "html": "leaderboard.html"}
 GROUP = ["benchmark", "profile", "sampler"]
 
 
 def marks(p_value: float) -> str:
-    """Significance of Δ: ``**`` for p < 0.01, ``*`` for p < ``leaderboard.SIGNIFICANCE``, nothing otherwise."""
+    """Significance of Δ: ``**`` for p < 0.01, ``*`` for p < ``SIGNIFICANCE``, nothing otherwise."""
     if p_value is None or np.isnan(p_value):
         return ""
-    return "**" if p_value < 0.01 else "*" if p_value < leaderboard.SIGNIFICANCE else ""
+    return "**" if p_value < 0.01 else "*" if p_value < SIGNIFICANCE else ""
 
 
 def _best(group: pd.DataFrame) -> pd.Series:
@@ -61,8 +62,8 @@ def render_latex(cells: pd.DataFrame) -> str:
     parts = [
         f"% metabench leaderboard, generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; needs \\usepackage{{booktabs}}",
         "% mean +- 95% CI over the fixed evaluation tasks; best per sampler in bold; "
-        f"Delta vs {leaderboard.BASELINE_STRATEGY} (paired t-test over tasks): "
-        f"* p < {leaderboard.SIGNIFICANCE}, ** p < 0.01",
+        "Delta vs the plain strategy of the same learner (paired t-test over tasks): "
+        f"* p < {SIGNIFICANCE}, ** p < 0.01",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = _scale(group)
@@ -73,8 +74,8 @@ def render_latex(cells: pd.DataFrame) -> str:
             "\\begin{table}[t]",
             "\\centering",
             f"\\caption{{{title}: {unit}, mean $\\pm$ 95\\% CI "
-            f"over tasks; best per sampler in bold; $\\Delta$ vs.\\ {leaderboard.BASELINE_STRATEGY}, "
-            f"$^{{*}}p<{leaderboard.SIGNIFICANCE}$, $^{{**}}p<0.01$ (paired $t$-test).}}",
+            "over tasks; best per sampler in bold; $\\Delta$ vs.\\ the plain strategy, "
+            f"$^{{*}}p<{SIGNIFICANCE}$, $^{{**}}p<0.01$ (paired $t$-test).}}",
             f"\\label{{tab:{label}}}",
             "\\begin{tabular}{lllrrr}",
             "\\toprule",
@@ -93,7 +94,8 @@ def render_latex(cells: pd.DataFrame) -> str:
             if not np.isnan(cell.delta):
                 mark = marks(cell.p_value)
                 delta = f"{cell.delta * scale:+.2f}" + (f"$^{{{mark}}}$" if mark else "")
-            names = " & ".join(latex_escape(v) for v in (cell.sampler, cell.learner, cell.strategy))
+            strategy = f"{cell.strategy} ({cell.variant})" if getattr(cell, "variant", "") else cell.strategy
+            names = " & ".join(latex_escape(v) for v in (cell.sampler, cell.learner, strategy))
             parts.append(f"{names} & {score} & {delta} & {cell.seeds} \\\\")
         parts += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(parts) + "\n"
@@ -110,9 +112,9 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     body = [
         "<h1>metabench leaderboard</h1>",
         f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Mean ± 95% CI over the fixed evaluation tasks "
-        f"(identical for every cell); best per sampler in bold. Δ: against the same sampler and learner with the "
-        f"<code>{leaderboard.BASELINE_STRATEGY}</code> strategy, paired t-test over tasks: * p &lt; "
-        f"{leaderboard.SIGNIFICANCE}, ** p &lt; 0.01.</p>",
+        "(compared only where identical); best per sampler in bold. Δ: against the same sampler and learner with its "
+        "plain strategy (the published algorithm's outer loss), paired t-test over tasks: * p &lt; "
+        f"{SIGNIFICANCE}, ** p &lt; 0.01.</p>",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = _scale(group)
@@ -123,7 +125,8 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
             score = f"{cell.mean * scale:.2f} ± {cell.ci95_tasks * scale:.2f}"
             delta = "" if np.isnan(cell.delta) else f"{cell.delta * scale:+.2f}{marks(cell.p_value)}"
             p_value = "" if np.isnan(cell.p_value) else f"{cell.p_value:.3g}"
-            cols = [cell.sampler, cell.learner, cell.strategy]
+            strategy = f"{cell.strategy} ({cell.variant})" if getattr(cell, "variant", "") else cell.strategy
+            cols = [cell.sampler, cell.learner, strategy]
             plot = out / "plots" / f"{cell.plot_hash}.png" if isinstance(cell.plot_hash, str) else None
             if plot and plot.exists():
                 curves.append(f"<figure>{_png(plot)}<figcaption>{html.escape('/'.join(cols))}</figcaption></figure>")
@@ -167,5 +170,5 @@ def write(out: Path, fmt: str) -> Path:
         text = "% no successful runs yet\n" if fmt == "latex" else "<!DOCTYPE html><p>No successful runs yet.</p>\n"
     else:
         text = render_latex(cells) if fmt == "latex" else render_html(cells, out)
-    _atomic_write(path, lambda handle: handle.write(text))
+    results.atomic_write(path, lambda handle: handle.write(text))
     return path

@@ -70,6 +70,8 @@ class FakeBackbone(nn.Module):
         self.head = nn.Linear(hidden, out_dim)
 
     def forward(self, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        if stop == 0:  # layer 0 is the input
+            return h
         if start == 0:
             h = torch.relu(self.body(h.flatten(1)))
         return h if stop == 1 else self.head(h)
@@ -99,12 +101,16 @@ class FakeStrategy:
     Param("nan_at", int, 0, "NaN loss at this meta-step (0: never)", low=0),
     Param("refuse", str, "", "strategy reported as not applicable"),
     Param("meta_trains", bool, True, "False: evaluate the initialisation only"),
+    Param("nan_eval", bool, False, "True: every evaluation score is NaN"),
 )
 class FakeLearner:
     """No inner loop: ``pre`` is the network's accuracy, ``post`` the nearest-prototype accuracy of its features."""
 
-    def __init__(self, fail_at: int = 0, nan_at: int = 0, refuse: str = "", meta_trains: bool = True):
+    def __init__(
+        self, fail_at: int = 0, nan_at: int = 0, refuse: str = "", meta_trains: bool = True, nan_eval: bool = False
+    ):
         self.fail_at, self.nan_at, self.refuse, self.meta_trains = fail_at, nan_at, refuse, meta_trains
+        self.nan_eval = nan_eval
         self.calls = 0
 
     def init_params(self, backbone: nn.Module, generator: torch.Generator) -> Params:
@@ -153,12 +159,13 @@ class FakeLearner:
             def network_accuracy(x: Tensor, y: Tensor) -> Tensor:
                 return (self._forward(params, x.flatten(0, 1)).argmax(-1).view(y.shape) == y).float().mean(1)
 
-            return {
+            scores = {
                 "pre": network_accuracy(tasks.query_x, tasks.query_y),
                 "post": self._prototype_accuracy(params, tasks, tasks.query_x, tasks.query_y),
                 "train_pre": network_accuracy(tasks.support_x, tasks.support_y),
                 "train_post": self._prototype_accuracy(params, tasks, tasks.support_x, tasks.support_y),
             }
+        return {name: s * float("nan") for name, s in scores.items()} if self.nan_eval else scores
 
     def diagnostics(self, params: Params, tasks: TaskBatch) -> dict[str, float]:
         return {"grad_norm_support": 1.0, "grad_norm_query": 2.0}

@@ -75,7 +75,7 @@ def test_grid_expands_every_combination_with_shared_and_per_entry_params(tmp_pat
     plain = next(s for s in specs if s.learner.label == "fake-learner")
     fails = next(s for s in specs if s.learner.label == "fails")
     # [params.learner.fake-learner] applies to both entries; the entry's own params add to it; defaults are filled in
-    assert plain.learner.params == {"fail_at": 0, "nan_at": 7, "refuse": "", "meta_trains": True}
+    assert plain.learner.params == {"fail_at": 0, "nan_at": 7, "refuse": "", "meta_trains": True, "nan_eval": False}
     assert fails.learner.params["fail_at"] == 3 and fails.learner.params["nan_at"] == 7
     assert plain.protocol.n_way == 3 and plain.protocol.k_shot == 1 and plain.training.meta_steps == 20
     assert plain.backbone.params == {"hidden": 8}

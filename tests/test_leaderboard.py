@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from metabench.leaderboard import aggregate, paired_test, runs_frame, write_leaderboard
+from metabench.leaderboard import aggregate, runs_frame, write_leaderboard
+from metabench.schema import SCHEMA_VERSION
+from metabench.statistics import paired_test
 
 
 def record(
@@ -24,9 +26,16 @@ def record(
     metric: str = "accuracy",
     error: str | None = None,
     benchmark: str = "bench",
+    plain: bool | None = None,
+    tasks: str | None = None,
 ) -> dict:
     scored = status == "ok"
     return {
+        "schema": SCHEMA_VERSION,
+        "code_hash": "code",
+        "provenance": {"device_type": "cpu"},
+        "strategy_plain": strategy == "query" if plain is None else plain,
+        "tasks_hash": tasks or f"tasks-{benchmark}",
         "config_hash": f"{benchmark}-{learner}-{strategy}-{seed}",
         "label": f"standard/{learner}/{strategy}/seed={seed}",
         "config": {
@@ -125,7 +134,7 @@ def test_leaderboard_files(tmp_path):
     assert header[:5] == ["rank", "sampler", "learner", "strategy", "accuracy %"]
     first = [c.strip() for c in table[2].strip("|").split("|")]
     assert first[:5] == ["1", "standard", "maml", "metamix", f"**{np.mean(base) * 100 + 5:.2f}**"]
-    assert first[header.index("Δ vs query")] == "+5.00 *"
+    assert first[header.index("Δ vs plain")] == "+5.00 *" and first[header.index("plain")] == "query"
     assert "**not-applicable** standard/protonet/metamix seed 0: protonet has no inner loop" in text
     assert "**failed** standard/maml/cob seed 0: NonFiniteLoss" in text
     assert "### Analyses" in text and "‖∇‖ support" in text
@@ -151,3 +160,30 @@ def test_lower_is_better_for_regression_next_to_a_classification_benchmark(tmp_p
     assert "metamix" in first and "**1.00**" in first
     first = [line for line in bench.splitlines() if line.startswith("|")][2]
     assert "metamix" in first and "**70.00**" in first
+
+
+def test_the_baseline_is_the_plain_strategy_and_only_identical_tasks_are_paired(tmp_path):
+    base = [0.5, 0.6, 0.7, 0.8]
+    records = [
+        record("maml", "dq", 0, base, plain=True),  # a plain strategy under another name than "query"
+        record("maml", "query", 0, [s + 0.3 for s in base], plain=False),
+        record("maml", "metamix", 0, [s + 0.1 for s in base], plain=False),
+        record("maml", "cob", 0, [s + 0.2 for s in base], plain=False, tasks="other-tasks"),
+    ]
+    cells = aggregate(runs_frame(records)).set_index("strategy")
+    assert math.isnan(cells.loc["dq", "delta"])
+    assert cells.loc["query", "delta"] == pytest.approx(0.3) and cells.loc["query", "baseline"] == "dq"
+    assert cells.loc["metamix", "delta"] == pytest.approx(0.1)
+    assert math.isnan(cells.loc["cob", "delta"]) and cells.loc["cob", "not_tested"] == "evaluated on different tasks"
+    store(tmp_path, records)
+    write_leaderboard(tmp_path)
+    cob = next(line for line in (tmp_path / "LEADERBOARD.md").read_text().splitlines() if "| cob" in line)
+    assert "not tested: evaluated on different tasks" in cob
+
+
+def test_records_of_one_label_on_different_tasks_are_not_averaged():
+    base = [0.5, 0.6, 0.7, 0.8]
+    records = [record("maml", "query", 0, base), record("maml", "query", 1, base[:2], tasks="fewer-tasks")]
+    cells = aggregate(runs_frame(records))
+    assert len(cells) == 2 and list(cells["seeds"]) == [1, 1]
+    assert set(cells["variant"]) == {"evaluation tasks tasks-bench", "evaluation tasks fewer-tasks"}

@@ -13,7 +13,7 @@ import torch
 
 from metabench import hookimpl, results
 from metabench.cli import main
-from metabench.evaluation import fixed_tasks, summarize
+from metabench.evaluation import fixed_tasks
 from metabench.executor import SequentialExecutor
 from metabench.interfaces import SamplerContext
 from metabench.leaderboard import write_leaderboard
@@ -21,6 +21,7 @@ from metabench.registry import Registry
 from metabench.runner import RunOptions
 from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
 from metabench.seeds import make_generator
+from metabench.statistics import summarize
 from metabench.tasks import TaskShape
 
 
@@ -112,8 +113,6 @@ def test_a_run_writes_a_complete_record(tmp_path):
     assert recorder.of("step") == list(range(1, 13))
     assert recorder.of("val") == [4, 8, 12] and recorder.of("test") == [None]
     assert recorder.of("finished") == ["ok"]
-    write_leaderboard(tmp_path, registry_with(recorder))
-    assert "LEADERBOARD.md" in recorder.of("leaderboard")[0]
 
 
 def test_same_seed_same_numbers_and_evaluation_tasks_are_fixed(tmp_path):
@@ -197,7 +196,7 @@ def test_jsonl_reporter_logs_every_event(tmp_path, monkeypatch):
     monkeypatch.setenv("METABENCH_LOG", str(log))
     registry = registry_with(reporters)
     SequentialExecutor(registry).run([spec(steps=4)], options(tmp_path))
-    write_leaderboard(tmp_path, registry)
+    registry.fire("metabench_leaderboard_written", paths=write_leaderboard(tmp_path, registry))
     events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
     assert events == [
         "run_started",

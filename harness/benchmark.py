@@ -1,0 +1,96 @@
+"""One benchmark end to end: config -> plan -> preflight -> executor -> records -> leaderboard.
+
+The ``metabench run`` command and the scripts in ``benchmarks/`` call :func:`run_benchmark`, so that they skip, rerun,
+check and report exactly alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from metabench import config, leaderboard, plan, runner
+from metabench.errors import MetabenchError
+from metabench.executor import Executor, SequentialExecutor
+from metabench.preflight import preflight
+from metabench.registry import Registry, default_registry
+from metabench.runner import RunOptions
+from metabench.runspec import RunSpec
+
+
+@dataclass
+class BenchmarkRun:
+    """What :func:`run_benchmark` did: the plan, the records of every selected spec, the leaderboard's files."""
+
+    specs: list[RunSpec]
+    planned: list[plan.Planned]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(r["status"] == s for r in self.records) for s in ("ok", "not-applicable", "failed")}
+
+
+def run_benchmark(
+    path: str | Path,
+    *,
+    registry: Registry | None = None,
+    profile: str | None = None,
+    only: str | None = None,
+    overrides: Sequence[str] = (),
+    options: RunOptions | None = None,
+    executor: Executor | None = None,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> BenchmarkRun:
+    """Run the benchmark file at ``path`` (``--only`` pattern ``only``, ``--set`` ``overrides``) and write its
+    leaderboard under ``options.out``; ``dry_run`` stops after the plan. User errors raise :class:`MetabenchError`."""
+    registry = registry or default_registry()
+    options = options or RunOptions()
+    specs = config.select(config.load_benchmark(path, registry, profile=profile, overrides=overrides), only)
+    if not specs:
+        raise MetabenchError(f"{path}: no run matches --only {only!r}")
+    if options.threads is not None and options.threads < 1:
+        raise MetabenchError(f"--threads {options.threads}: must be >= 1")
+    runner.resolve_device(options.device)  # fail before the first run, not in each
+    planned = plan.plan(specs, options, registry)
+    outcome = BenchmarkRun(specs, planned)
+    if dry_run:
+        return outcome
+    echo(plan.summary(planned, options))
+    to_run = [p.spec for p in planned if p.will_run(options)]
+    if to_run:
+        preflight(to_run, registry, options, str(path))
+    outcome.records = (executor or SequentialExecutor(registry)).run(specs, options)
+    outcome.paths = leaderboard.write_leaderboard(options.out, registry)
+    registry.fire("metabench_leaderboard_written", paths=outcome.paths)
+    return outcome
+
+
+def plan_table(planned: list[plan.Planned]) -> str:
+    """The dry run's table: one row per run, with its status, estimated size and, for stale or failed runs, why."""
+    rows = []
+    for p in planned:
+        spec = p.spec
+        size = f"{spec.training.meta_steps} steps x {spec.training.meta_batch} tasks, {spec.protocol.eval_tasks} test"
+        why = p.detail if len(p.detail) <= 80 else p.detail[:77] + "..."
+        rows.append(
+            [f"{spec.sampler.label}/{spec.learner.label}/{spec.strategy.label}", spec.seed, p.status, size, why]
+        )
+    return tabulate(rows, headers=["cell", "seed", "status", "estimated size", "why"], tablefmt="simple")
+
+
+def failure_report(failed: list[dict[str, Any]], command: str) -> str:
+    """The failed runs, one a line, and how to run them again."""
+    lines = [f"{len(failed)} failed run{'s' if len(failed) > 1 else ''}:"]
+    lines += [f"  {r['label']}: {r['error']}" for r in failed]
+    lines.append(f"fix the cause, then run them again: {command} --retry-failed")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Which runs of a grid to run: each spec's status against the records under ``--out``, and the one-line plan.
+
+A spec is ``recorded`` when a record with its config and the same code (:mod:`metabench.provenance`) exists,
+``stale`` when the config matches but the code, torch or device type differ (a failed record of other code too: a
+fixed plugin reruns its failures), ``failed`` when its record says so, and ``to run`` otherwise. Every executor
+calls :func:`pending` on the driver, so that the in-process and distributed executors skip and rerun exactly the
+same runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from metabench import provenance, results
+from metabench.registry import Registry
+from metabench.runner import RunOptions, resolve_device
+from metabench.runspec import RunSpec
+
+STATUSES = ("recorded", "stale", "failed", "to run")
+
+
+@dataclass(frozen=True)
+class Planned:
+    spec: RunSpec
+    status: str  # one of STATUSES
+    detail: str = ""  # for stale runs: what changed
+    record: dict[str, Any] | None = None
+
+    def will_run(self, options: RunOptions) -> bool:
+        if options.rerun or self.status == "to run":
+            return True
+        if self.status == "stale":
+            return not options.reuse_stale
+        return self.status == "failed" and options.retry_failed
+
+
+def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> list[Planned]:
+    """The status of every spec under ``options.out`` for code run now on ``options.device``."""
+    device_type = resolve_device(options.device).type
+    planned = []
+    for spec in specs:
+        record = results.load_record(options.out, spec)
+        if record is None:
+            planned.append(Planned(spec, "to run"))
+            continue
+        now = provenance.of(spec, registry, device_type)
+        if record["code_hash"] != provenance.code_hash(now):
+            changes = "; ".join(provenance.differences(record.get("provenance"), now))
+            planned.append(Planned(spec, "stale", changes, record))
+        elif record["status"] == "failed":
+            planned.append(Planned(spec, "failed", record.get("error") or "", record))
+        else:
+            planned.append(Planned(spec, "recorded", "", record))
+    return planned
+
+
+def pending(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> list[RunSpec]:
+    """The specs an executor must run now (the others keep their records)."""
+    return [p.spec for p in plan(specs, options, registry) if p.will_run(options)]
+
+
+def summary(planned: Sequence[Planned], options: RunOptions) -> str:
+    """One line: ``24 runs: 20 recorded with the same config and code, 4 to run`` (and what the flags change)."""
+    counts = Counter(p.status for p in planned)
+    n_run = sum(p.will_run(options) for p in planned)
+    total = f"{len(planned)} run{'s' if len(planned) != 1 else ''}"
+    if options.rerun:
+        return f"{total}: all to run again (--rerun)"
+    if n_run == 0 and counts["recorded"] == len(planned):
+        return (
+            f"{total}: all recorded with the same config and code; nothing to run "
+            "(--rerun runs them again on this machine)"
+        )
+    parts = []
+    if counts["recorded"]:
+        parts.append(f"{counts['recorded']} recorded with the same config and code")
+    if counts["stale"]:
+        kept = "kept by --reuse-stale" if options.reuse_stale else "to run again"
+        parts.append(f"{counts['stale']} stale (same config, different code: {kept})")
+    if counts["failed"]:
+        failed = "to run again (--retry-failed)" if options.retry_failed else "kept; --retry-failed runs them again"
+        parts.append(f"{counts['failed']} failed ({failed})")
+    parts.append(f"{n_run} to run")
+    return f"{total}: " + ", ".join(parts)
