@@ -13,7 +13,8 @@ from tabulate import tabulate
 
 from metabench import config, leaderboard
 from metabench.errors import MetabenchError
-from metabench.executor import SequentialExecutor
+from metabench.executor import Executor, SequentialExecutor
+from metabench.ray_executor import RayExecutor, RayOptions
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
 from metabench.runner import RunOptions, resolve_device
 
@@ -75,23 +76,59 @@ def _describe(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+_RAY_FLAGS = {
+    "address": "--address",
+    "gpus_per_run": "--gpus-per-run",
+    "cpus_per_run": "--cpus-per-run",
+    "max_parallel": "--max-parallel",
+}
+
+
+_RAY_LIMITS = (
+    ("gpus_per_run", lambda v: v >= 0, ">= 0"),
+    ("cpus_per_run", lambda v: v > 0, "> 0"),
+    ("max_parallel", lambda v: v >= 1, ">= 1"),
+)
+
+
+def _executor(args: argparse.Namespace, registry: Registry) -> Executor:
+    """The executor ``--executor`` names, its flags checked before the first run."""
+    ray_flags = [flag for key, flag in _RAY_FLAGS.items() if getattr(args, key) is not None]
+    if args.executor == "sequential":
+        if ray_flags:
+            raise MetabenchError(f"{', '.join(ray_flags)}: only with --executor ray (the executor is sequential)")
+        resolve_device(args.device)  # fail before the first run, not in each
+        return SequentialExecutor(registry)
+    for key, valid, allowed in _RAY_LIMITS:
+        if (value := getattr(args, key)) is not None and not valid(value):
+            raise MetabenchError(f"{_RAY_FLAGS[key]} {value:g}: must be {allowed}")
+    settings = {key: value for key in _RAY_FLAGS if (value := getattr(args, key)) is not None}
+    return RayExecutor(registry, RayOptions(**settings))
+
+
 def _run(args: argparse.Namespace, registry: Registry) -> int:
     specs = config.select(config.load_benchmark(args.file, registry, profile=args.profile), args.only)
     if not specs:
         raise MetabenchError(f"{args.file}: no run matches --only {args.only!r}")
     if args.threads < 1:
         raise MetabenchError(f"--threads {args.threads}: must be >= 1")
-    resolve_device(args.device)  # fail before the first run, not in each
-    options = RunOptions(args.out, args.device, args.threads, not args.no_progress, args.retry_failed)
+    executor = _executor(args, registry)
+    options = RunOptions(
+        args.out, args.device, args.threads, not args.no_progress, args.retry_failed, args.checkpoint_dir
+    )
     try:
-        records = SequentialExecutor(registry).run(specs, options)
+        records = executor.run(specs, options)
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130
     paths = leaderboard.write_leaderboard(args.out, registry)
     counts = {status: sum(r["status"] == status for r in records) for status in ("ok", "not-applicable", "failed")}
-    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {paths[0]}")
-    return 1 if counts["failed"] else 0
+    lost = len(specs) - len(records)
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    if lost:
+        summary += f", {lost} without a record (rerun to resume)"
+    print(f"{summary}; leaderboard: {paths[0]}")
+    return 1 if counts["failed"] or lost else 0
 
 
 def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
@@ -131,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
     run.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--checkpoint-dir", type=Path, help="where runs checkpoint (default: <out>/checkpoints; on a cluster: shared)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=["sequential", "ray"],
+        default="sequential",
+        help="sequential: one run after the other in this process (default); ray: one Ray task per run (needs the "
+        "extra: pip install 'metabench[ray]')",
+    )
+    run.add_argument("--address", help="ray: the cluster to join (default: start Ray on this machine, on 127.0.0.1)")
+    run.add_argument("--gpus-per-run", type=float, help="ray: GPUs per run, e.g. 0.5 (default: 1 if any, else 0)")
+    run.add_argument(
+        "--cpus-per-run", type=float, help=f"ray: CPUs per run (default {RayOptions.cpus_per_run:g}); match --threads"
+    )
+    run.add_argument("--max-parallel", type=int, help="ray: most runs at once (default: as resources allow)")
     run.set_defaults(handler=_run)
 
     board = sub.add_parser("leaderboard", help="write LEADERBOARD.md, leaderboard.csv and plots from the records")

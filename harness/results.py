@@ -1,4 +1,5 @@
-"""The results store: one JSON record per run under ``<out>/runs/<config hash>.json``, checkpoints for resuming.
+"""The results store: one JSON record per run under ``<out>/runs/<config hash>.json``; checkpoints for resuming under
+a checkpoint folder (``RunOptions.checkpoints``: ``<out>/checkpoints`` unless ``--checkpoint-dir`` says otherwise).
 
 Files are written atomically (a temporary file in the same folder, then a rename), so a crash never leaves half a
 record: a run either has its record or is run again.
@@ -30,8 +31,8 @@ def record_path(out: Path, spec: RunSpec) -> Path:
     return out / "runs" / f"{spec.config_hash}.json"
 
 
-def checkpoint_path(out: Path, spec: RunSpec) -> Path:
-    return out / "checkpoints" / f"{spec.config_hash}.pt"
+def checkpoint_path(directory: Path, spec: RunSpec) -> Path:
+    return directory / f"{spec.config_hash}.pt"
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
@@ -71,17 +72,17 @@ def is_finished(out: Path, spec: RunSpec, *, retry_failed: bool = False) -> bool
     return record["status"] != "failed" or not retry_failed
 
 
-def save_checkpoint(out: Path, spec: RunSpec, state: dict[str, Any]) -> None:
-    _atomic_write(checkpoint_path(out, spec), lambda handle: torch.save(state, handle), mode="wb")
+def save_checkpoint(directory: Path, spec: RunSpec, state: dict[str, Any]) -> None:
+    _atomic_write(checkpoint_path(directory, spec), lambda handle: torch.save(state, handle), mode="wb")
 
 
-def load_checkpoint(out: Path, spec: RunSpec) -> dict[str, Any] | None:
-    path = checkpoint_path(out, spec)
+def load_checkpoint(directory: Path, spec: RunSpec) -> dict[str, Any] | None:
+    path = checkpoint_path(directory, spec)
     return torch.load(path, weights_only=False) if path.exists() else None
 
 
-def remove_checkpoint(out: Path, spec: RunSpec) -> None:
-    checkpoint_path(out, spec).unlink(missing_ok=True)
+def remove_checkpoint(directory: Path, spec: RunSpec) -> None:
+    checkpoint_path(directory, spec).unlink(missing_ok=True)
 
 
 def git_commit() -> str | None:

@@ -43,6 +43,12 @@ class RunOptions:
     threads: int | None = None  # torch CPU threads for CPU runs; None: torch's default
     progress: bool = True
     retry_failed: bool = False
+    checkpoint_dir: Path | None = None  # None: <out>/checkpoints; on a cluster, a path every node shares
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of this grid's checkpoints."""
+        return self.checkpoint_dir or self.out / "checkpoints"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -77,7 +83,7 @@ def fire(registry: Registry, hook: str, **kwargs: Any) -> None:
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
 
-    Checkpoints go to ``options.out/checkpoints`` while it trains, so that a rerun resumes an interrupted run."""
+    Checkpoints go to ``options.checkpoints`` while it trains, so that a rerun resumes an interrupted run."""
     device = resolve_device(options.device)
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
@@ -279,7 +285,7 @@ class _Trainer:
 
     def _checkpoint(self) -> None:
         results.save_checkpoint(
-            self.options.out,
+            self.options.checkpoints,
             self.spec,
             {
                 "params": {name: p.detach() for name, p in self.params.items()},
@@ -292,7 +298,7 @@ class _Trainer:
         )
 
     def _restore(self) -> None:
-        checkpoint = results.load_checkpoint(self.options.out, self.spec)
+        checkpoint = results.load_checkpoint(self.options.checkpoints, self.spec)
         if checkpoint is None:
             return
         with torch.no_grad():
