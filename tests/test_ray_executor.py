@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ ray = pytest.importorskip("ray")
 FAULTY_PLUGIN = """
     import os
     import signal
+    import time
     from pathlib import Path
 
     import torch
@@ -34,11 +38,11 @@ FAULTY_PLUGIN = """
 
 
     @parameters(
-        Param("fault", str, "none", "what goes wrong at the third meta-step", choices=("none", "kill", "raise")),
-        Param("marker", str, "", "kill: only while this file does not exist (it is created first)"),
+        Param("fault", str, "none", "what happens at the third meta-step", choices=("none", "kill", "raise", "hang")),
+        Param("marker", str, "", "kill, hang: only while this file does not exist (it is created first)"),
     )
     class Faulty:
-        '''Regression without an inner loop; ``kill`` SIGKILLs its own process on the first attempt.'''
+        '''Regression without an inner loop; ``kill`` SIGKILLs its own process, ``hang`` sleeps (first attempt).'''
 
         meta_trains = True
 
@@ -63,6 +67,9 @@ FAULTY_PLUGIN = """
             if self.calls == 3 and self.fault == "kill" and not os.path.exists(self.marker):
                 Path(self.marker).touch()
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.calls == 3 and self.fault == "hang" and not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                time.sleep(600)
             return self._errors(params, tasks.query_x, tasks.query_y).mean(), {}
 
         def evaluate(self, params, tasks):
@@ -186,6 +193,35 @@ def test_killed_worker_is_retried_and_recorded_once_and_a_failing_run_does_not_s
     finished = Counter(e["run"] for e in events if e["event"] == "run_finished")
     assert all(finished[r["config_hash"]] == 1 for r in records.values())  # run_finished once per run
     assert not list((out / "checkpoints").glob("*.pt"))
+
+
+def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "hung-once"
+    hang = f'{{ name = "faulty", label = "hangs", params = {{ fault = "hang", marker = "{marker}" }} }}'
+    learners = f'["faulty", {hang}, "fomaml"]'
+    out = tmp_path / "out"
+    # a second driver joins this module's Ray, as on a cluster; one run at a time: the hanging one is in flight
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "metabench.cli", "run", str(_grid(tmp_path, learners)), "--out", str(out)]
+    command += ["--executor", "ray", "--address", address, "--max-parallel", "1", "--no-progress"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and list((out / "checkpoints").glob("*.pt"))) and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.communicate()[0]
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    output = driver.communicate(timeout=60)[0]
+    assert driver.returncode == 130, output
+    assert "rerun the same command to resume" in output
+    assert [r["label"].split("/")[1] for r in results.load_records(out)] == ["faulty"]
+    deadline = time.monotonic() + 30  # the hanging task was cancelled: both CPUs come back
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+    assert main(command[3:]) == 0
+    records = {r["label"].split("/")[1]: r for r in results.load_records(out)}
+    assert records.keys() == {"faulty", "hangs", "fomaml"}
+    assert records["hangs"]["status"] == "ok" and records["hangs"]["resumed_from"] == 2
 
 
 def test_a_component_missing_on_the_worker_fails_its_run_saying_so(local_ray: Path, tmp_path: Path) -> None:
