@@ -99,6 +99,8 @@ def _executor(args: argparse.Namespace, registry: Registry) -> Executor:
             raise MetabenchError(f"{', '.join(ray_flags)}: only with --executor ray (the executor is sequential)")
         resolve_device(args.device)  # fail before the first run, not in each
         return SequentialExecutor(registry)
+    if not args.device.startswith("cuda"):  # a CUDA device is the workers' to check: the driver may have none
+        resolve_device(args.device)
     for key, valid, allowed in _RAY_LIMITS:
         if (value := getattr(args, key)) is not None and not valid(value):
             raise MetabenchError(f"{_RAY_FLAGS[key]} {value:g}: must be {allowed}")

@@ -89,7 +89,7 @@ class RayExecutor:
     def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
         todo = pending(specs, options)
         if todo:
-            started_here = self._connect()
+            started_here = self.connect()
             try:
                 self._run_all(specs, todo, options)
             finally:
@@ -97,7 +97,7 @@ class RayExecutor:
                     self.ray.shutdown()
         return recorded(specs, options)
 
-    def _connect(self) -> bool:
+    def connect(self) -> bool:
         """Join ``address`` or start Ray on this machine (loopback only); ``True`` when this call started it."""
         ray = self.ray
         if ray.is_initialized():
@@ -158,8 +158,9 @@ class RayExecutor:
                     bar.set_postfix_str(f"{len(in_flight)} in flight")
             except KeyboardInterrupt:
                 # keep what finished meanwhile, then stop the rest: their checkpoints stay for the rerun
-                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
-                self._collect(ready, in_flight, options, bar)
+                if in_flight:
+                    ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
+                    self._collect(ready, in_flight, options, bar)
                 for ref in in_flight:
                     ray.cancel(ref, force=True)
                 raise
