@@ -81,6 +81,7 @@ def main() -> None:
         started = time.perf_counter()
         started_here = executor.connect()
         startup_s = time.perf_counter() - started
+        print(f"Ray: {executor.ray.get_runtime_context().gcs_address}")
         try:
             started = time.perf_counter()
             distributed = executor.run(specs, RunOptions(root / "ray", "cpu", 1, False))

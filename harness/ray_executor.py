@@ -48,6 +48,11 @@ class RayOptions:
     max_retries: int = 3  # retries of a run whose worker process died
 
 
+def _on_loopback(address: str | None) -> bool:
+    """``address`` (``host:port``; ``None``: a local Ray) is on this machine's loopback interface."""
+    return address is None or address.rsplit(":", 1)[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
+
+
 def _import_ray() -> Any:
     try:
         import ray
@@ -82,9 +87,13 @@ class RayExecutor:
     """Runs each spec as one Ray task with its resource request; the overall bar advances as runs finish."""
 
     def __init__(self, registry: Registry | None = None, ray_options: RayOptions | None = None):
+        self.ray_options = ray_options or RayOptions()
+        if _on_loopback(self.ray_options.address):
+            # Ray swaps 127.0.0.1 for the machine's outward address (and listens there) unless this variable says it
+            # is no cluster; it is read when ray is imported (ray/_private/ray_constants.py, ENABLE_RAY_CLUSTER).
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         self.ray = _import_ray()  # fail before any run when the extra is missing
         self.registry = registry or default_registry()
-        self.ray_options = ray_options or RayOptions()
 
     def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
         todo = pending(specs, options)
@@ -112,6 +121,13 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as error:
             where = f"--address {address}" if address else "local Ray on 127.0.0.1"
             raise MetabenchError(f"{where}: cannot start or join a Ray cluster: {error}") from error
+        bound = ray.get_runtime_context().gcs_address
+        if _on_loopback(address) and not _on_loopback(bound):
+            ray.shutdown()
+            raise MetabenchError(
+                f"local Ray bound to {bound}, not 127.0.0.1: ray was imported before metabench could keep it on "
+                "loopback; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray"
+            )
         return True
 
     def _shipped(self, options: RunOptions, gpus: float) -> RunOptions:

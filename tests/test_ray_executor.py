@@ -23,6 +23,7 @@ from metabench.registry import default_registry
 from metabench.runner import RunOptions
 from metabench.runspec import ComponentRef
 
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before importing ray: keep 127.0.0.1 (see ray_executor.py)
 ray = pytest.importorskip("ray")
 
 FAULTY_PLUGIN = """
@@ -135,6 +136,7 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     saved = {key: os.environ.get(key) for key in ("METABENCH_LOG", "RAY_USAGE_STATS_ENABLED")}
     os.environ.update(METABENCH_LOG=str(log), RAY_USAGE_STATS_ENABLED="0")  # workers inherit the environment
     ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False)
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     try:
         yield log
     finally:
