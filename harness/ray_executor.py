@@ -53,6 +53,20 @@ def _on_loopback(address: str | None) -> bool:
     return address is None or address.rsplit(":", 1)[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a ``host:port`` where nothing listens: ``ray.init`` would retry it for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", a Ray Client URL: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise MetabenchError(
+            f"--address {address}: no Ray cluster answers there ({error}); start one with "
+            "`ray start --head --node-ip-address IP --port PORT` and pass IP:PORT"
+        ) from error
+
+
 def _import_ray() -> Any:
     try:
         import ray
@@ -112,6 +126,8 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         address = self.ray_options.address
+        if address:
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, log_to_driver=True)

@@ -246,3 +246,9 @@ def test_executor_ray_without_ray_names_the_extra(tmp_path: Path, monkeypatch, c
 def test_ray_flags_need_the_ray_executor(tmp_path: Path, capsys) -> None:
     assert main(["run", str(_grid(tmp_path, '["fomaml"]')), "--out", str(tmp_path), "--max-parallel", "2"]) == 2
     assert "--max-parallel: only with --executor ray" in capsys.readouterr().err
+
+
+def test_an_address_where_no_ray_listens_is_an_error_not_a_wait(tmp_path: Path, capsys) -> None:
+    grid = str(_grid(tmp_path, '["fomaml"]'))
+    assert main(["run", grid, "--out", str(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1"]) == 2
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
