@@ -122,12 +122,11 @@ class RayExecutor:
 
     def connect(self) -> bool:
         """Join ``address`` or start Ray on this machine (loopback only); ``True`` when this call started it."""
-        ray = self.ray
-        if ray.is_initialized():
-            return False
-        address = self.ray_options.address
+        ray, address = self.ray, self.ray_options.address
         if address:
             _check_reachable(address)
+        if ray.is_initialized():
+            return False
         try:
             if address:
                 ray.init(address=address, log_to_driver=True)
