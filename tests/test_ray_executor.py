@@ -181,7 +181,11 @@ def test_killed_worker_is_retried_and_recorded_once_and_a_failing_run_does_not_s
         '{ name = "faulty", label = "raises", params = { fault = "raise" } }, "faulty"]'
     )
     out = tmp_path / "out"
-    code = main(["run", str(_grid(tmp_path, learners)), "--out", str(out), "--executor", "ray", "--no-progress"])
+    checkpoints = tmp_path / "elsewhere"
+    grid = str(_grid(tmp_path, learners))
+    code = main(
+        ["run", grid, "--out", str(out), "--checkpoint-dir", str(checkpoints), "--executor", "ray", "--no-progress"]
+    )
     assert code == 1  # one failed run
     assert marker.exists()  # the worker was killed once
     records = {r["label"].split("/")[1]: r for r in results.load_records(out)}
@@ -194,7 +198,8 @@ def test_killed_worker_is_retried_and_recorded_once_and_a_failing_run_does_not_s
     events = [json.loads(line) for line in local_ray.read_text().splitlines()]
     finished = Counter(e["run"] for e in events if e["event"] == "run_finished")
     assert all(finished[r["config_hash"]] == 1 for r in records.values())  # run_finished once per run
-    assert not list((out / "checkpoints").glob("*.pt"))
+    # checkpoints went to --checkpoint-dir (the retry resumed from there) and were removed once recorded
+    assert checkpoints.is_dir() and not list(checkpoints.iterdir()) and not (out / "checkpoints").exists()
 
 
 def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tmp_path: Path) -> None:
