@@ -60,7 +60,8 @@ def run_benchmark(
         raise MetabenchError(f"{path}: no run matches --only {only!r}")
     if options.threads is not None and options.threads < 1:
         raise MetabenchError(f"--threads {options.threads}: must be >= 1")
-    runner.resolve_device(options.device)  # fail before the first run, not in each
+    if executor is None:  # an executor chosen by the caller checks its own devices (workers may differ)
+        runner.resolve_device(options.device)  # fail before the first run, not in each
     planned = plan.plan(specs, options, registry)
     outcome = BenchmarkRun(specs, planned)
     if dry_run:

@@ -16,8 +16,10 @@ from tabulate import tabulate
 from metabench import leaderboard, plan, show, tables
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
+from metabench.executor import Executor, SequentialExecutor
+from metabench.ray_executor import RayExecutor, RayOptions
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
-from metabench.runner import RunOptions
+from metabench.runner import RunOptions, resolve_device
 
 
 def _plugin_rows(registry: Registry, kind: str | None) -> list[dict[str, str]]:
@@ -102,6 +104,38 @@ def _describe(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+_RAY_FLAGS = {
+    "address": "--address",
+    "gpus_per_run": "--gpus-per-run",
+    "cpus_per_run": "--cpus-per-run",
+    "max_parallel": "--max-parallel",
+}
+
+
+_RAY_LIMITS = (
+    ("gpus_per_run", lambda v: v >= 0, ">= 0"),
+    ("cpus_per_run", lambda v: v > 0, "> 0"),
+    ("max_parallel", lambda v: v >= 1, ">= 1"),
+)
+
+
+def _executor(args: argparse.Namespace, registry: Registry) -> Executor:
+    """The executor ``--executor`` names, its flags checked before the first run."""
+    ray_flags = [flag for key, flag in _RAY_FLAGS.items() if getattr(args, key) is not None]
+    if args.executor == "sequential":
+        if ray_flags:
+            raise MetabenchError(f"{', '.join(ray_flags)}: only with --executor ray (the executor is sequential)")
+        resolve_device(args.device)  # fail before the first run, not in each
+        return SequentialExecutor(registry)
+    if not args.device.startswith("cuda"):  # a CUDA device is the workers' to check: the driver may have none
+        resolve_device(args.device)
+    for key, valid, allowed in _RAY_LIMITS:
+        if (value := getattr(args, key)) is not None and not valid(value):
+            raise MetabenchError(f"{_RAY_FLAGS[key]} {value:g}: must be {allowed}")
+    settings = {key: value for key in _RAY_FLAGS if (value := getattr(args, key)) is not None}
+    return RayExecutor(registry, RayOptions(**settings))
+
+
 # --report NAME: the built-in reporter (plugins/reporters/NAME.py) and the module its optional extra installs
 REPORTERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 
@@ -129,6 +163,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         rerun=args.rerun,
         reuse_stale=args.reuse_stale,
         report=_reporters(args.report),
+        checkpoint_dir=args.checkpoint_dir,
     )
     try:
         done = run_benchmark(
@@ -138,6 +173,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
             only=args.only,
             overrides=args.set,
             options=options,
+            executor=_executor(args, registry),
             dry_run=args.dry_run,
         )
     except KeyboardInterrupt:
@@ -147,12 +183,14 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         print(plan_table(done.planned))
         print(plan.summary(done.planned, options) + " (dry run: nothing was run or written)")
         return 0
-    counts = done.counts()
-    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; leaderboard: {done.paths[0]}")
+    summary = ", ".join(f"{n} {status}" for status, n in done.counts().items())
+    lost = len(done.specs) - len(done.records)
+    if lost:  # a remote run whose worker died on every retry: its checkpoint stays for the rerun
+        summary += f", {lost} without a record (rerun to resume)"
+    print(f"{summary}; leaderboard: {done.paths[0]}")
     if done.failed:
         print(failure_report(done.failed, _command(args)), file=sys.stderr)
-        return 1
-    return 0
+    return 1 if done.failed or lost else 0
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -235,6 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan (cell, seed, status, size); run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--checkpoint-dir", type=Path, help="where runs checkpoint (default: <out>/checkpoints; on a cluster: shared)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=["sequential", "ray"],
+        default="sequential",
+        help="sequential: one run after the other in this process (default); ray: one Ray task per run (needs the "
+        "extra: pip install 'metabench[ray]')",
+    )
+    run.add_argument("--address", help="ray: the cluster to join (default: start Ray on this machine, on 127.0.0.1)")
+    run.add_argument("--gpus-per-run", type=float, help="ray: GPUs per run, e.g. 0.5 (default: 1 if any, else 0)")
+    run.add_argument(
+        "--cpus-per-run", type=float, help=f"ray: CPUs per run (default {RayOptions.cpus_per_run:g}); match --threads"
+    )
+    run.add_argument("--max-parallel", type=int, help="ray: most runs at once (default: as resources allow)")
     run.set_defaults(handler=_run)
 
     board = sub.add_parser("leaderboard", help="write LEADERBOARD.md, leaderboard.csv and plots from the records")

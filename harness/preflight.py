@@ -49,7 +49,10 @@ def check_writable(out: Path, flag: str = "--out") -> None:
 def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunOptions, source: str) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``specs`` (from the file ``source``), if any."""
     check_writable(options.out)
-    device = runner.resolve_device(options.device)
+    try:
+        device = runner.resolve_device(options.device)
+    except ConfigError:  # the workers' device (e.g. CUDA under --executor ray), absent here: check cells on the CPU
+        device = torch.device("cpu")
     problems: dict[str, list[str]] = {}  # problem -> the runs that have it
     with torch.random.fork_rng(devices=[]):
         for spec in specs:

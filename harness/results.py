@@ -1,4 +1,5 @@
-"""The results store: one JSON record per run under ``<out>/runs/<config hash>.json``, checkpoints for resuming.
+"""The results store: one JSON record per run under ``<out>/runs/<config hash>.json``; checkpoints for resuming under
+a checkpoint folder (``RunOptions.checkpoints``: ``<out>/checkpoints`` unless ``--checkpoint-dir`` says otherwise).
 
 Files are written atomically (a temporary file in the same folder, then a rename), so a crash never leaves half a
 record: a run either has its record or is run again. Records follow :mod:`metabench.schema`; one that cannot be read
@@ -33,8 +34,8 @@ def record_path(out: Path, spec: RunSpec) -> Path:
     return out / "runs" / f"{spec.config_hash}.json"
 
 
-def checkpoint_path(out: Path, spec: RunSpec) -> Path:
-    return out / "checkpoints" / f"{spec.config_hash}.pt"
+def checkpoint_path(directory: Path, spec: RunSpec) -> Path:
+    return directory / f"{spec.config_hash}.pt"
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
@@ -93,14 +94,14 @@ def load_records(out: Path) -> list[dict[str, Any]]:
     return [record for _, record in read_records(out)]
 
 
-def save_checkpoint(out: Path, spec: RunSpec, state: dict[str, Any]) -> None:
-    atomic_write(checkpoint_path(out, spec), lambda handle: torch.save(state, handle), mode="wb")
+def save_checkpoint(directory: Path, spec: RunSpec, state: dict[str, Any]) -> None:
+    atomic_write(checkpoint_path(directory, spec), lambda handle: torch.save(state, handle), mode="wb")
 
 
-def load_checkpoint(out: Path, spec: RunSpec) -> dict[str, Any] | None:
+def load_checkpoint(directory: Path, spec: RunSpec) -> dict[str, Any] | None:
     """The run's checkpoint; ``None`` (with a warning) when absent or not a plain-data checkpoint, so the run
     starts over rather than executing whatever a crafted file holds."""
-    path = checkpoint_path(out, spec)
+    path = checkpoint_path(directory, spec)
     if not path.exists():
         return None
     try:
@@ -114,8 +115,8 @@ def load_checkpoint(out: Path, spec: RunSpec) -> dict[str, Any] | None:
         return None
 
 
-def remove_checkpoint(out: Path, spec: RunSpec) -> None:
-    checkpoint_path(out, spec).unlink(missing_ok=True)
+def remove_checkpoint(directory: Path, spec: RunSpec) -> None:
+    checkpoint_path(directory, spec).unlink(missing_ok=True)
 
 
 def git_commit() -> str | None:

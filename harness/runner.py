@@ -48,6 +48,12 @@ class RunOptions:
     reuse_stale: bool = False  # keep records whose config matches but whose code differs (:mod:`metabench.plan`)
     # reporters that lifecycle hooks should feed (``--report tensorboard,mlflow``); hooks receive these options
     report: tuple[str, ...] = ()
+    checkpoint_dir: Path | None = None  # None: <out>/checkpoints; on a cluster, a path every node shares
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of this grid's checkpoints."""
+        return self.checkpoint_dir or self.out / "checkpoints"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -78,17 +84,18 @@ def resolve_device(name: str) -> torch.device:
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
 
-    Checkpoints go to ``options.out/checkpoints`` while it trains, so that a rerun resumes an interrupted run."""
+    Checkpoints go to ``options.checkpoints`` while it trains, so that a rerun resumes an interrupted run."""
     device = resolve_device(options.device)
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
     started = time.time()
-    origin = provenance.of(spec, registry, device.type)
-    code_hash = provenance.code_hash(origin)
     registry.fire("metabench_run_started", spec=spec, options=options)
     facts: dict[str, Any] = {}
-    outcome, status, error, trace = None, "ok", None, None
-    try:
+    origin: dict[str, Any] = {}
+    outcome, status, error, trace, code_hash = None, "ok", None, None, ""
+    try:  # provenance too: a worker may lack a plugin the driver had, which makes a failed run, not a crash
+        origin = provenance.of(spec, registry, device.type)
+        code_hash = provenance.code_hash(origin)
         outcome = _execute(spec, registry, options, device, code_hash, facts)
         bad = schema.nonfinite(outcome)
         if bad:
@@ -309,7 +316,7 @@ class _Trainer:
     def _checkpoint(self) -> None:
         # plain tensors, numbers and lists only: loadable with weights_only=True (results.load_checkpoint)
         results.save_checkpoint(
-            self.options.out,
+            self.options.checkpoints,
             self.spec,
             {
                 "code_hash": self.code_hash,
@@ -323,7 +330,7 @@ class _Trainer:
         )
 
     def _restore(self) -> None:
-        checkpoint = results.load_checkpoint(self.options.out, self.spec)
+        checkpoint = results.load_checkpoint(self.options.checkpoints, self.spec)
         if checkpoint is None or checkpoint.get("code_hash") != self.code_hash:
             return  # none, unreadable, or written by other code: that training is not this run's
         with torch.no_grad():

@@ -107,7 +107,7 @@ def test_a_run_writes_a_complete_record(tmp_path):
     assert record["diagnostics"] == {"grad_norm_support": 1.0, "grad_norm_query": 2.0}
     assert record["steps"] == 12 and record["steps_per_s"] > 0 and record["best_step"] in (4, 8, 12)
     assert record["environment"]["device"] == "cpu" and record["environment"]["versions"]["torch"]
-    assert not results.checkpoint_path(tmp_path, spec()).exists()
+    assert not results.checkpoint_path(tmp_path / "checkpoints", spec()).exists()
     # every lifecycle hook fired, in order
     assert recorder.of("started") == [spec().label]
     assert recorder.of("step") == list(range(1, 13))
@@ -163,7 +163,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_finished_runs_are_skipp
     with pytest.raises(KeyboardInterrupt):
         executor.run([spec(seed=1), spec()], options(out))
     assert first.of("finished") == ["ok"]  # seed 1 finished before the interrupted run
-    assert results.checkpoint_path(out, spec()).exists() and results.load_record(out, spec()) is None
+    assert results.checkpoint_path(out / "checkpoints", spec()).exists() and results.load_record(out, spec()) is None
 
     second = Recorder()
     records = SequentialExecutor(registry_with(second)).run([spec(seed=1), spec()], options(out))

@@ -344,7 +344,7 @@ def test_a_pickle_payload_in_a_checkpoint_does_not_run(fakes, tmp_path, capsys):
     out = tmp_path / "out"
     marker = tmp_path / "payload-ran"
     spec = config.load_benchmark(bench, fakes)[0]
-    crafted = results.checkpoint_path(out, spec)
+    crafted = results.checkpoint_path(out / "checkpoints", spec)
     crafted.parent.mkdir(parents=True)
     torch.save({"state": _Payload(marker)}, crafted)
     assert run(bench, "--out", out, "--only", "query") == 0
