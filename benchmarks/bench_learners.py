@@ -6,8 +6,8 @@ per-task loop in the style of learn2learn's MAML examples (functional clone of t
 ``torch.autograd.grad(create_graph=True)`` per inner step, native ``nn.BatchNorm2d`` in training mode, one backward per
 task); for ProtoNets a plain per-task ProtoNets (support and query embedded as one batch). All paths run in ONE process
 on the same tensors, alternating step by step after a warm-up; the table gives medians and ratios to the reference,
-the load average before and after, and each path's peak memory (measured apart, one step in a fresh process: on CPU
-the peak resident set above the process's size before the step, on CUDA ``torch.cuda.max_memory_allocated``).
+the load average before and after, and each path's peak memory (measured apart, in a fresh process: the most one
+step after a warm-up step holds above what the process held before it).
 
     python benchmarks/bench_learners.py                   # configs (a) quick and (b) paper-scale, 1 torch thread
     python benchmarks/bench_learners.py --configs a       # only the quick profile's config
@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -201,18 +202,30 @@ def _resident_mib() -> float:
 
 
 def peak_memory(row: Row, path: str, device_name: str, threads: int) -> float:
-    """MiB one meta-step of ``path`` needs beyond what the process held before (run in a fresh process)."""
+    """MiB one meta-step of ``path`` needs beyond what the process held before it (a fresh process, after one warm-up
+    step; on CPU the resident set sampled every millisecond during the step)."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     step = make_step(row, path, device)
-    baseline = _resident_mib()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated() / 2**20
     step()
     if device.type == "cuda":
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        step()
         return torch.cuda.max_memory_allocated() / 2**20 - baseline
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10 - baseline
+    baseline, peak, done = _resident_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.001):
+            peak[0] = max(peak[0], _resident_mib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    step()
+    done.set()
+    sampler.join()
+    return max(peak[0], _resident_mib()) - baseline
 
 
 def peak_in_fresh_process(row: Row, path: str, device: str, threads: int) -> float:
