@@ -1,39 +1,199 @@
-"""Meta-training speed of MAML with conv4 on Omniglot-shaped tasks: the vmapped path vs the per-task loop.
+"""Meta-training speed of metabench's learners against plain reference loops, on conv4 and Omniglot-shaped tasks.
 
-One meta-step = inner loop on every task's support set, outer loss on the queries, backward, Adam step.
-Each (configuration, path) runs in a fresh process so that its peak memory is its own: on CPU the peak resident set
-above the process's size before the first step, on CUDA ``torch.cuda.max_memory_allocated``.
+One meta-step = inner loop on every task's support set, outer loss on the queries, backward, Adam step. Each row
+times metabench's paths (``vectorize`` = loop / vmap) and a REFERENCE written in this file: for the MAML family a
+per-task loop in the style of learn2learn's MAML examples (functional clone of the parameters,
+``torch.autograd.grad(create_graph=True)`` per inner step, native ``nn.BatchNorm2d`` in training mode, one backward per
+task); for ProtoNets a plain per-task ProtoNets (support and query embedded as one batch). All paths run in ONE process
+on the same tensors, alternating step by step after a warm-up; the table gives medians and ratios to the reference,
+the load average before and after, and each path's peak memory (measured apart, in a fresh process: the most one
+step after a warm-up step holds above what the process held before it).
 
-    python benchmarks/bench_learners.py            # meta-batch 32, 5-way 1/5-shot, 15 queries, 1 and 5 inner steps
-    python benchmarks/bench_learners.py --small    # meta-batch 4 and fewer steps, for a slow CPU
+    python benchmarks/bench_learners.py                   # configs (a) quick and (b) paper-scale, 1 torch thread
+    python benchmarks/bench_learners.py --configs a       # only the quick profile's config
+    python benchmarks/bench_learners.py --device cuda     # GPU: vmap and loop against the reference
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import multiprocessing
+import os
 import resource
 import statistics
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from tabulate import tabulate
+from torch import nn
+from torch.func import functional_call
+
+N_WAY, K_SHOT, IMAGE = 5, 1, (1, 28, 28)
+INNER_LR, META_LR = 0.4, 1e-3
 
 
 @dataclass(frozen=True)
-class Config:
-    device: str
-    meta_batch: int
-    k_shot: int
-    inner_steps: int
-    first_order: bool
-    path: str
+class Row:
+    """One line of the table: a learner on one config; every path in ``paths`` against the reference."""
+
+    config: str
+    learner: str
     filters: int
-    warmup: int
-    steps: int
-    threads: int
+    k_query: int
+    meta_batch: int
+    inner_steps: int = 1
+    paths: tuple[str, ...] = ("loop", "vmap")
+
+
+ROWS = {
+    "a": [
+        Row("a", "maml", 32, 5, 4),
+        Row("a", "protonet", 32, 5, 4),
+    ],
+    "b": [
+        Row("b", "maml", 64, 15, 32),
+        Row("b", "maml", 64, 15, 32, inner_steps=5),
+        Row("b", "fomaml", 64, 15, 32),
+        Row("b", "anil", 64, 15, 32),
+        Row("b", "protonet", 64, 15, 32),
+    ],
+}
+
+
+def episode(row: Row, device: torch.device) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def labels(per_class: int) -> torch.Tensor:
+        return torch.arange(N_WAY, device=device).repeat_interleave(per_class).expand(row.meta_batch, -1).contiguous()
+
+    support_x = torch.rand(row.meta_batch, N_WAY * K_SHOT, *IMAGE, generator=g, device=device)
+    query_x = torch.rand(row.meta_batch, N_WAY * row.k_query, *IMAGE, generator=g, device=device)
+    return support_x, labels(K_SHOT), query_x, labels(row.k_query)
+
+
+# --------------------------------------------------------------------------------------------------- metabench paths
+def metabench_step(row: Row, path: str, device: torch.device) -> Callable[[], None]:
+    from metabench.registry import default_registry
+    from metabench.tasks import TaskBatch
+
+    registry = default_registry()
+    backbone = registry.build("backbone", "conv4", {"filters": row.filters}, input_shape=IMAGE, out_dim=N_WAY)
+    options = {"vectorize": path}
+    if row.learner != "protonet":
+        options["inner_steps"] = row.inner_steps
+    learner = registry.build("learner", row.learner, options)
+    generator = torch.Generator(device=device).manual_seed(0)
+    params = learner.init_params(backbone.to(device), generator)
+    optimiser = torch.optim.Adam(params.values(), lr=META_LR)
+    strategy = registry.build("strategy", "query")
+    tasks = TaskBatch(*episode(row, device), N_WAY)
+
+    def step() -> None:
+        loss, _ = learner.meta_loss(params, tasks, strategy, generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    return step
+
+
+# --------------------------------------------------------------------------------- the REFERENCE (baseline) loops
+def reference_conv4(filters: int) -> nn.Module:
+    """The same conv4 as metabench's, from stock modules: native ``nn.BatchNorm2d`` with batch statistics."""
+    blocks, channels = [], IMAGE[0]
+    for _ in range(4):
+        blocks += [
+            nn.Conv2d(channels, filters, 3, padding=1),
+            nn.BatchNorm2d(filters, track_running_stats=False),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+        channels = filters
+    return nn.Sequential(nn.Sequential(*blocks, nn.Flatten(1)), nn.Linear(filters, N_WAY))
+
+
+def reference_step(row: Row, device: torch.device) -> Callable[[], None]:
+    """BASELINE, not metabench: learn2learn's MAML/ANIL example loop, or a plain per-task ProtoNets."""
+    model = reference_conv4(row.filters).to(device)
+    params = dict(model.named_parameters())
+    optimiser = torch.optim.Adam(params.values(), lr=META_LR)
+    support_x, support_y, query_x, query_y = episode(row, device)
+    tasks = row.meta_batch
+    body = model[0]
+    body_params = {name[2:]: p for name, p in params.items() if name.startswith("0.")}
+
+    def maml(first_order: bool, adapted: tuple[str, ...]) -> None:
+        for t in range(tasks):
+            fast = dict(params)
+            for _ in range(row.inner_steps):
+                loss = F.cross_entropy(functional_call(model, fast, (support_x[t],)), support_y[t])
+                grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=not first_order)
+                fast.update({n: fast[n] - INNER_LR * g for n, g in zip(adapted, grads, strict=True)})
+            (F.cross_entropy(functional_call(model, fast, (query_x[t],)), query_y[t]) / tasks).backward()
+
+    def anil() -> None:
+        head = ("1.weight", "1.bias")
+        for t in range(tasks):
+            support, query = body(support_x[t]), body(query_x[t])
+            weight, bias = params[head[0]], params[head[1]]
+            for _ in range(row.inner_steps):
+                loss = F.cross_entropy(F.linear(support, weight, bias), support_y[t])
+                grad_w, grad_b = torch.autograd.grad(loss, [weight, bias], create_graph=True)
+                weight, bias = weight - INNER_LR * grad_w, bias - INNER_LR * grad_b
+            (F.cross_entropy(F.linear(query, weight, bias), query_y[t]) / tasks).backward()
+
+    def protonet() -> None:
+        for t in range(tasks):
+            n_support = support_x.shape[1]
+            embeddings = functional_call(body, body_params, (torch.cat([support_x[t], query_x[t]]),))
+            prototypes = embeddings[:n_support].view(N_WAY, K_SHOT, -1).mean(1)
+            logits = -torch.cdist(embeddings[n_support:], prototypes).square()
+            (F.cross_entropy(logits, query_y[t]) / tasks).backward()
+
+    every = tuple(params)
+    run = {
+        "maml": lambda: maml(False, every),
+        "fomaml": lambda: maml(True, every),
+        "anil": anil,
+        "protonet": protonet,
+    }[row.learner]
+
+    def step() -> None:
+        optimiser.zero_grad()
+        run()
+        optimiser.step()
+
+    return step
+
+
+# -------------------------------------------------------------------------------------------------------- measuring
+def make_step(row: Row, path: str, device: torch.device) -> Callable[[], None]:
+    return reference_step(row, device) if path == "reference" else metabench_step(row, path, device)
+
+
+def synchronised(step: Callable[[], None], device: torch.device) -> float:
+    started = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def time_paths(row: Row, device: torch.device, warmup: int, rounds: int) -> dict[str, float]:
+    """Median seconds per meta-step of every path, the paths alternating step by step (same load for all)."""
+    steps = {path: make_step(row, path, device) for path in ("reference", *row.paths)}
+    for step in steps.values():
+        for _ in range(warmup):
+            synchronised(step, device)
+    durations: dict[str, list[float]] = {path: [] for path in steps}
+    for _ in range(rounds):
+        for path, step in steps.items():
+            durations[path].append(synchronised(step, device))
+    return {path: statistics.median(values) for path, values in durations.items()}
 
 
 def _resident_mib() -> float:
@@ -41,113 +201,94 @@ def _resident_mib() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure(config: Config) -> dict[str, float]:
-    """Steps per second (median over timed steps) and peak memory in MiB of one configuration and path."""
-    from metabench.registry import default_registry
-    from metabench.tasks import TaskBatch
-
-    torch.set_num_threads(config.threads)
-    device = torch.device(config.device)
-    registry = default_registry()
-    n_way, k_query = 5, 15
-    backbone = registry.build("backbone", "conv4", {"filters": config.filters}, input_shape=(1, 28, 28), out_dim=n_way)
-    learner = registry.build(
-        "learner",
-        "maml",
-        {"inner_steps": config.inner_steps, "first_order": config.first_order, "vectorize": config.path},
-    )
-    generator = torch.Generator(device=device).manual_seed(0)
-    params = learner.init_params(backbone.to(device), generator)
-    optimiser = torch.optim.Adam(params.values(), lr=1e-3)
-    strategy = registry.build("strategy", "query")
-
-    def labels(per_class: int) -> torch.Tensor:
-        return torch.arange(n_way, device=device).repeat_interleave(per_class).expand(config.meta_batch, -1)
-
-    shape = (config.meta_batch, n_way, 1, 28, 28)
-    tasks = TaskBatch(
-        torch.rand(shape[0], n_way * config.k_shot, *shape[2:], generator=generator, device=device),
-        labels(config.k_shot).contiguous(),
-        torch.rand(shape[0], n_way * k_query, *shape[2:], generator=generator, device=device),
-        labels(k_query).contiguous(),
-        n_way,
-    )
-    baseline = _resident_mib()
+def peak_memory(row: Row, path: str, device_name: str, threads: int) -> float:
+    """MiB one meta-step of ``path`` needs beyond what the process held before it (a fresh process, after one warm-up
+    step; on CPU the resident set sampled every millisecond during the step)."""
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    step = make_step(row, path, device)
+    step()
     if device.type == "cuda":
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-    durations = []
-    for step in range(config.warmup + config.steps):
-        started = time.perf_counter()
-        loss, _ = learner.meta_loss(params, tasks, strategy, generator)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= config.warmup:
-            durations.append(time.perf_counter() - started)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10 - baseline
-    return {"steps_per_s": 1 / statistics.median(durations), "peak_mib": peak}
+        step()
+        return torch.cuda.max_memory_allocated() / 2**20 - baseline
+    baseline, peak, done = _resident_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.001):
+            peak[0] = max(peak[0], _resident_mib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    step()
+    done.set()
+    sampler.join()
+    return max(peak[0], _resident_mib()) - baseline
 
 
-def _in_fresh_process(config: Config) -> dict[str, float]:
+def peak_in_fresh_process(row: Row, path: str, device: str, threads: int) -> float:
+    # Large blocks straight from mmap, so that freed tensors leave the resident set and it tracks live memory.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**16))
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (config,))
+        return pool.apply(peak_memory, (row, path, device, threads))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="meta-batch 4, 1 warm-up and 3 timed steps")
-    parser.add_argument("--meta-batch", type=int, help="tasks per meta-batch (default 32, or 4 with --small)")
-    parser.add_argument("--filters", type=int, default=64, help="conv4 filters (default 64)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda when present")
+    parser.add_argument("--configs", nargs="+", choices=sorted(ROWS), default=sorted(ROWS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per path first")
+    parser.add_argument("--rounds", type=int, default=7, help="timed steps per path (alternating); median")
+    parser.add_argument("--paths", nargs="+", help="metabench paths to time (default: loop and vmap)")
+    parser.add_argument("--learners", nargs="+", help="only these learners' rows")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--no-timing", action="store_true", help="only the peak-memory processes")
     args = parser.parse_args()
-    meta_batch = args.meta_batch or (4 if args.small else 32)
-    warmup, steps = (1, 3) if args.small else (3, 10)
-    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = []
-    for device, k_shot, inner_steps, first_order in itertools.product(devices, (1, 5), (1, 5), (False, True)):
-        results = {}
-        for path in ("vmap", "loop"):
-            config = Config(
-                device, meta_batch, k_shot, inner_steps, first_order, path, args.filters, warmup, steps, args.threads
-            )
-            results[path] = _in_fresh_process(config)
-        order = "1st" if first_order else "2nd"
-        rows.append(
-            [
-                device,
-                f"5w{k_shot}s",
-                inner_steps,
-                order,
-                f"{results['vmap']['steps_per_s']:.3f}",
-                f"{results['loop']['steps_per_s']:.3f}",
-                f"{results['vmap']['steps_per_s'] / results['loop']['steps_per_s']:.2f}x",
-                f"{results['vmap']['peak_mib']:.0f}",
-                f"{results['loop']['peak_mib']:.0f}",
-            ]
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = [row for config in args.configs for row in ROWS[config]]
+    rows = [row for row in rows if not args.learners or row.learner in args.learners]
+    if args.paths:
+        rows = [replace(row, paths=tuple(args.paths)) for row in rows]
+    table = []
+    for row in rows:
+        load_before = os.getloadavg()[0]
+        seconds = (
+            dict.fromkeys(("reference", *row.paths), float("nan"))
+            if args.no_timing
+            else time_paths(row, device, args.warmup, args.rounds)
         )
-        print(tabulate(rows[-1:], tablefmt="plain"), flush=True)
-    headers = [
-        "device",
-        "task",
-        "inner steps",
-        "order",
-        "vmap steps/s",
-        "loop steps/s",
-        "vmap/loop",
-        "vmap peak MiB",
-        "loop peak MiB",
-    ]
+        load_after = os.getloadavg()[0]
+        peaks = (
+            {}
+            if args.no_memory
+            else {p: peak_in_fresh_process(row, p, args.device, args.threads) for p in ("reference", *row.paths)}
+        )
+        reference = "plain ProtoNets" if row.learner == "protonet" else "l2l-style loop"
+        for path in row.paths:
+            table.append(
+                [
+                    row.config,
+                    f"{row.filters}f {row.k_query}q T={row.meta_batch}",
+                    row.learner + (f" {row.inner_steps} steps" if row.learner in ("maml", "fomaml", "anil") else ""),
+                    path,
+                    f"{1 / seconds[path]:.3f}",
+                    f"{1 / seconds['reference']:.3f} ({reference})",
+                    f"{seconds['reference'] / seconds[path]:.2f}x",
+                    f"{peaks[path]:.0f} / {peaks['reference']:.0f}" if peaks else "-",
+                    f"{load_before:.1f}-{load_after:.1f}",
+                ]
+            )
+            print(tabulate(table[-1:], tablefmt="plain"), flush=True)
+    headers = ["cfg", "shape", "learner", "path", "steps/s", "reference steps/s", "speed-up", "peak MiB", "load"]
     print(
-        f"\nMAML conv4 ({args.filters} filters), 28x28x1, 15 queries/class, meta-batch {meta_batch}, "
-        f"{args.threads} threads, median of {steps} steps after {warmup} warm-up"
+        f"\nconv4, 28x28x1, {N_WAY}-way {K_SHOT}-shot, device {args.device}, {args.threads} torch thread(s), "
+        f"median of {args.rounds} alternating steps after {args.warmup} warm-up; peak MiB = path / reference"
     )
-    print(tabulate(rows, headers=headers, tablefmt="github"))
+    print(tabulate(table, headers=headers, tablefmt="github"))
 
 
 if __name__ == "__main__":

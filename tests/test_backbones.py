@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from metabench.errors import ConfigError
-from metabench.plugins.backbones.layers import batch_norm
+from metabench.plugins.backbones.layers import batch_norm, batch_norm_primitives
 from metabench.registry import default_registry
 
 
@@ -62,11 +62,13 @@ def test_head_prefix_names_only_the_head():
     assert head == ["head.weight", "head.bias"]
 
 
-def test_batch_norm_from_primitives_matches_torch():
-    h = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+def test_batch_norm_from_primitives_matches_torch_and_batch_norm_matches_both_inside_and_outside_vmap():
+    h = torch.randn(2, 5, 3, 4, 4, dtype=torch.float64)
     weight, bias = torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    expected = F.batch_norm(h, None, None, weight, bias, training=True)
-    torch.testing.assert_close(batch_norm(h, weight, bias), expected)
+    expected = torch.stack([F.batch_norm(task, None, None, weight, bias, training=True) for task in h])
+    torch.testing.assert_close(torch.stack([batch_norm_primitives(task, weight, bias) for task in h]), expected)
+    torch.testing.assert_close(torch.stack([batch_norm(task, weight, bias) for task in h]), expected)
+    torch.testing.assert_close(torch.func.vmap(batch_norm, in_dims=(0, None, None))(h, weight, bias), expected)
 
 
 def test_forward_is_pure_in_its_parameters_and_vmaps():

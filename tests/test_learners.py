@@ -150,6 +150,38 @@ def test_anil_adapts_only_the_head():
     assert meta_gradient(learner, params, tasks)["blocks.0.1.weight"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("transform_at", ["conv", "block"])
+def test_tnet_transforms_act_where_transform_at_says(transform_at):
+    learner, params = bound("tnet", {"transform_at": transform_at}, **CONV)
+    g = torch.Generator().manual_seed(1)
+    for name in [n for n in params if n.startswith("transform.")]:
+        params[name] = params[name] + 0.3 * torch.randn(params[name].shape, generator=g, dtype=F64)
+
+    def channels(h, transform):
+        return torch.einsum("oc,bc...->bo...", transform, h)
+
+    x = h = image_tasks().support_x[0]
+    for block in range(4):
+        w, b = params[f"blocks.{block}.0.weight"], params[f"blocks.{block}.0.bias"]
+        h = torch.nn.functional.conv2d(h, w, b, padding=1)
+        if transform_at == "conv":  # Lee & Choi's code: right after the convolution, before normalisation
+            h = channels(h, params[f"transform.{block + 1}"])
+        h = torch.nn.functional.batch_norm(
+            h, None, None, params[f"blocks.{block}.1.weight"], params[f"blocks.{block}.1.bias"], training=True
+        )
+        h = torch.nn.functional.max_pool2d(h.relu(), 2)
+        if transform_at == "block":
+            h = channels(h, params[f"transform.{block + 1}"])
+    out = torch.nn.functional.linear(h.flatten(1), params["head.weight"], params["head.bias"])
+    if transform_at == "conv":  # and after the output layer
+        out = channels(out, params["transform.5"])
+    expected_names = {f"transform.{i}" for i in range(1, 6 if transform_at == "conv" else 5)}
+    assert {n for n in params if n.startswith("transform.")} == expected_names
+    torch.testing.assert_close(learner.network(params, x), out)
+    for layer in range(1, 5):  # the mixable layers compose to the whole forward
+        torch.testing.assert_close(learner.network(params, learner.network(params, x, 0, layer), layer), out)
+
+
 # ---------------------------------------------------------------------------------------------- vmap vs per-task loop
 CONV = {"backbone": "conv4", "backbone_params": {"filters": 4}, "input_shape": (1, 16, 16), "out_dim": 3}
 PAIRS = [
@@ -160,6 +192,7 @@ PAIRS = [
     ("anil", "query"),
     ("metasgd", "query"),
     ("tnet", "metamix"),
+    ("tnet", "query"),
     ("protonet", "metamix"),
 ]
 
@@ -176,10 +209,11 @@ def test_vmap_and_loop_give_the_same_meta_gradient(learner_name, strategy):
     assert (grads["vmap"] - grads["loop"]).norm() / grads["loop"].norm() < 1e-6
 
 
-@pytest.mark.parametrize("strategy", ["query", "metamix"])
-def test_second_order_meta_gradient_matches_a_finite_difference(strategy):
+@pytest.mark.parametrize(("strategy", "path"), [("query", "loop"), ("metamix", "loop"), ("query", "vmap")])
+def test_second_order_meta_gradient_matches_a_finite_difference(strategy, path):
+    # The loop path runs native batch norm on channels-last images, the vmap path batch norm from primitives.
     tasks = image_tasks()
-    learner, params = bound("maml", {"inner_steps": 2, "inner_lr": 0.3, "vectorize": "loop"}, **CONV)
+    learner, params = bound("maml", {"inner_steps": 2, "inner_lr": 0.3, "vectorize": path}, **CONV)
     name, index, eps = "blocks.1.0.weight", (1, 2, 0, 1), 1e-6
     analytic = meta_gradient(learner, params, tasks, strategy)[name][index]
 
@@ -245,19 +279,36 @@ def test_learned_lambda_step_lowers_the_heldout_loss_the_learner_provides(learne
 
 
 # -------------------------------------------------------------------------------------------------------- ProtoNets
-def test_protonet_loss_is_cross_entropy_of_distances_to_prototypes():
+@pytest.mark.parametrize("embed_episode", ["joint", "separate"])
+def test_protonet_loss_is_cross_entropy_of_distances_to_prototypes(embed_episode):
     tasks = image_tasks(k_shot=2)
-    learner, params = bound("protonet", **CONV)
+    learner, params = bound("protonet", {"embed_episode": embed_episode}, **CONV)
     net = build("backbone", "conv4", {"filters": 4}, input_shape=(1, 16, 16), out_dim=3).to(F64)
     losses = []
     for t in range(tasks.n_tasks):
-        support = functional_call(net, params, (tasks.support_x[t],), {"stop": 4})
-        query = functional_call(net, params, (tasks.query_x[t],), {"stop": 4})
+        if embed_episode == "joint":  # one batch: batch norm's statistics are the whole episode's (Snell et al.)
+            both = functional_call(net, params, (torch.cat([tasks.support_x[t], tasks.query_x[t]]),), {"stop": 4})
+            support, query = both[:6], both[6:]
+        else:
+            support = functional_call(net, params, (tasks.support_x[t],), {"stop": 4})
+            query = functional_call(net, params, (tasks.query_x[t],), {"stop": 4})
         prototypes = support.view(3, 2, -1).mean(1)  # labels are 0,0,1,1,2,2
         logits = -torch.cdist(query, prototypes).square()
         losses.append(torch.nn.functional.cross_entropy(logits, tasks.query_y[t]))
     loss, _ = learner.meta_loss(params, tasks, build("strategy", "query"), torch.Generator())
     torch.testing.assert_close(loss, torch.stack(losses).mean())
+
+
+def test_protonet_joint_embedding_joins_support_and_mixed_batch_at_the_mixing_layer():
+    tasks = image_tasks(k_shot=2)
+    learner, params = bound("protonet", **CONV)
+    support_x, h = tasks.support_x[0], torch.randn(4, 4, 8, 8, dtype=F64)  # a batch at mixable layer 1
+    net = build("backbone", "conv4", {"filters": 4}, input_shape=(1, 16, 16), out_dim=3).to(F64)
+    support_h = functional_call(net, params, (support_x,), {"stop": 1})
+    both = functional_call(net, params, (torch.cat([support_h, h]),), {"start": 1, "stop": 4})
+    support, embeddings = learner.embed_episode(params, support_x, h, 1)
+    torch.testing.assert_close(support, both[:6])
+    torch.testing.assert_close(embeddings, both[6:])
 
 
 def test_protonet_declines_regression_tasks():

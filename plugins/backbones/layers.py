@@ -5,16 +5,34 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+
+def under_vmap() -> bool:
+    """Whether the caller runs inside ``torch.func.vmap`` (at any depth of nested function transforms)."""
+    return any(i.key() == torch._C._functorch.TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
 def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Normalise ``h [B, C, ...]`` per channel with the statistics of this batch.
 
-    Written from mean/var/rsqrt because ``vmap`` through ``F.batch_norm`` gives wrong second-order meta-gradients
-    (1% off in float64, pytorch/functorch issue 534; tests/test_learners.py checks every path against finite
-    differences); these primitives batch correctly.
+    Under ``vmap``: written from mean/var/rsqrt, because ``vmap`` through ``F.batch_norm`` gives wrong second-order
+    meta-gradients (1% off in float64, pytorch/functorch issue 534); these primitives batch correctly. Elsewhere the
+    native kernel, exact there and about half the primitives' cost, on images in channels-last layout: it carries on
+    through ReLU, max-pooling (30-50x faster so on CPU) and the next convolution (benchmarks/README.md). The layout
+    changes the rounding only; tests/test_learners.py checks every path against finite differences.
     """
+    if not under_vmap():
+        if h.dim() == 4:
+            h = h.contiguous(memory_format=torch.channels_last)
+        return F.batch_norm(h, None, None, weight, bias, training=True, eps=eps)
+    return batch_norm_primitives(h, weight, bias, eps)
+
+
+def batch_norm_primitives(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """:func:`batch_norm` from mean/var/rsqrt, which batch correctly under ``vmap`` at every order."""
     dims = [0, *range(2, h.dim())]
     var, mean = torch.var_mean(h, dim=dims, correction=0, keepdim=True)
     shape = [1, -1] + [1] * (h.dim() - 2)

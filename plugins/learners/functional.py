@@ -58,7 +58,7 @@ def lr_name(name: str) -> str:
 
 
 def transform_name(layer: int) -> str:
-    """The meta-parameter holding T-Net's transformation applied at mixable layer ``layer``."""
+    """The meta-parameter holding T-Net's ``layer``-th transformation (1-based; where it acts: :class:`Network`)."""
     return f"transform.{layer}"
 
 
@@ -68,6 +68,18 @@ def initial_backbone_params(backbone: nn.Module, generator: torch.Generator) -> 
     if init is not None:
         return dict(init(generator))
     return {name: p.detach().clone() for name, p in backbone.named_parameters()}
+
+
+TransformAt = Literal["conv", "block"]
+TRANSFORM_AT = Param(
+    "transform_at",
+    str,
+    "conv",
+    "where T-Net's meta-learned channel transforms act: 'conv', a linear map of the channels right after each "
+    "block's convolution (before normalisation) and after the output layer, as in Lee & Choi's released T-Net code; "
+    "'block', after each whole block (conv, norm, activation, pool) and none after the head",
+    choices=("conv", "block"),
+)
 
 
 def hidden_channels(backbone: nn.Module) -> list[int]:
@@ -88,16 +100,50 @@ def hidden_channels(backbone: nn.Module) -> list[int]:
     return channels
 
 
+def linear_maps(backbone: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
+    """The first convolution or linear map of each block, then the head, each with its parameter-name prefix."""
+    blocks, head = getattr(backbone, "blocks", None), getattr(backbone, "head", None)
+    if blocks is None or not isinstance(head, nn.Linear):
+        raise ConfigError(
+            f"learner 'tnet' with transform_at = 'conv' needs a backbone of blocks and a linear head (a LayeredNet, "
+            f"like conv4 and mlp); {type(backbone).__name__} is not; use transform_at = 'block'"
+        )
+    maps: list[tuple[str, nn.Conv2d | nn.Linear]] = []
+    for index, block in enumerate(blocks):
+        first = next(((n, m) for n, m in block.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+        if first is None:
+            raise ConfigError(
+                f"learner 'tnet' with transform_at = 'conv': block {index} has no convolution or linear map"
+            )
+        maps.append((".".join(filter(None, ("blocks", str(index), first[0]))), first[1]))
+    return [*maps, ("head", head)]
+
+
+def transform_channels(backbone: nn.Module, transform_at: TransformAt) -> list[int]:
+    """Size of T-Net's transform :func:`transform_name` ``(1)``, ``(2)``, ...: hidden channels at each mixable layer
+    (``block``), or output channels of each block's first linear map and of the head (``conv``)."""
+    if transform_at == "block":
+        return hidden_channels(backbone)
+    return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in linear_maps(backbone)]
+
+
 @dataclass(frozen=True)
 class Network:
-    """The backbone called on a parameter dict, with T-Net's transforms after each block when ``transforms``."""
+    """The backbone called on a parameter dict, with T-Net's transforms where ``transform_at`` says (none if None).
+
+    ``conv``: the transform ``M`` after a linear map ``W x + b`` is folded into it (``(M W) x + M b``, the same
+    function and derivatives), so the backbone runs unchanged.
+    """
 
     backbone: nn.Module
-    transforms: bool = False
+    transform_at: TransformAt | None = None
     names: frozenset[str] = field(init=False)
+    maps: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", frozenset(name for name, _ in self.backbone.named_parameters()))
+        maps = tuple(prefix for prefix, _ in linear_maps(self.backbone)) if self.transform_at == "conv" else ()
+        object.__setattr__(self, "maps", maps)
 
     @property
     def n_layers(self) -> int:
@@ -109,7 +155,15 @@ class Network:
 
     def __call__(self, params: Params, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         weights = {name: params[name] for name in self.names}
-        if not self.transforms:
+        if self.transform_at == "conv":
+            # Block ``layer - 1`` ends at mixable layer ``layer``; the head is map n_layers.
+            for layer in range(start + 1, self.n_layers + 1 if stop is None else stop + 1):
+                transform, prefix = params[transform_name(layer)], self.maps[layer - 1]
+                weight = weights[f"{prefix}.weight"]
+                weights[f"{prefix}.weight"] = (transform @ weight.flatten(1)).reshape(weight.shape)
+                if f"{prefix}.bias" in weights:
+                    weights[f"{prefix}.bias"] = transform @ weights[f"{prefix}.bias"]
+        if self.transform_at != "block":
             return functional_call(self.backbone, weights, (h,), {"start": start, "stop": stop})
         for layer in range(start, self.representation_layer if stop is None else stop):
             h = functional_call(self.backbone, weights, (h,), {"start": layer, "stop": layer + 1})

@@ -13,16 +13,17 @@ from metabench.plugins.learners.functional import (
     InnerLoop,
     Network,
     OuterObjective,
+    TransformAt,
     Vectorize,
     detached,
     gradient_norm,
-    hidden_channels,
     initial_backbone_params,
     lr_name,
     map_tasks,
     task_loss,
     task_score,
     top_singular_value,
+    transform_channels,
     transform_name,
     use_vmap,
 )
@@ -49,8 +50,8 @@ class GradientLearner:
     """Meta-learns an initialisation adapted by gradient steps on each support set (MAML and its variants).
 
     Options: ``head_only`` adapts only the backbone's head (ANIL); ``learned_lrs`` meta-learns one inner step size
-    per parameter element (MetaSGD); ``transforms`` meta-learns an identity-initialised linear map of the channels
-    after every block, not adapted in the inner loop (T-Net). Evaluation adapts first-order for
+    per parameter element (MetaSGD); ``transform_at`` meta-learns identity-initialised linear maps of the channels
+    there (:class:`Network`), not adapted in the inner loop (T-Net). Evaluation adapts first-order for
     ``eval_inner_steps`` steps (default: ``inner_steps``).
     """
 
@@ -66,7 +67,7 @@ class GradientLearner:
         vectorize: Vectorize,
         head_only: bool = False,
         learned_lrs: bool = False,
-        transforms: bool = False,
+        transform_at: TransformAt | None = None,
     ):
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -75,7 +76,7 @@ class GradientLearner:
         self.vectorize = vectorize
         self.head_only = head_only
         self.learned_lrs = learned_lrs
-        self.transforms = transforms
+        self.transform_at = transform_at
         self._inner: InnerLoop | None = None
 
     # ------------------------------------------------------------------------------------------------------ binding
@@ -84,11 +85,11 @@ class GradientLearner:
         adapted = tuple(name for name in params if not self.head_only or name.startswith(backbone.head_prefix))
         if self.learned_lrs:
             params.update({lr_name(name): torch.full_like(params[name], self.inner_lr) for name in adapted})
-        if self.transforms:
-            for layer, channels in enumerate(hidden_channels(backbone), start=1):
+        if self.transform_at is not None:
+            for layer, channels in enumerate(transform_channels(backbone, self.transform_at), start=1):
                 reference = params[adapted[0]]
                 params[transform_name(layer)] = torch.eye(channels, device=reference.device, dtype=reference.dtype)
-        self._inner = InnerLoop(Network(backbone, self.transforms), adapted, self.inner_lr, self.learned_lrs)
+        self._inner = InnerLoop(Network(backbone, self.transform_at), adapted, self.inner_lr, self.learned_lrs)
         return {name: value.detach().requires_grad_() for name, value in params.items()}
 
     @property

@@ -36,6 +36,15 @@ def prototype_logits(embeddings: Tensor, support_embeddings: Tensor, support_t: 
         "step size of the one-step lookahead that learned-λ strategies (metamixup) score their plan with",
         low=0.0,
     ),
+    Param(
+        "embed_episode",
+        str,
+        "joint",
+        "'joint': support and outer batch go through the embedding network as one batch (shared batch-norm "
+        "statistics), as in Snell et al.'s code and learn2learn; with a strategy mixing at layer l the two are joined "
+        "at l; 'separate': each set embedded as its own batch",
+        choices=("joint", "separate"),
+    ),
     VECTORIZE,
 )
 class ProtoNet:
@@ -48,8 +57,9 @@ class ProtoNet:
 
     meta_trains = True
 
-    def __init__(self, *, lookahead_lr: float, vectorize: Vectorize):
+    def __init__(self, *, lookahead_lr: float, embed_episode: str, vectorize: Vectorize):
         self.lookahead_lr = lookahead_lr
+        self.joint = embed_episode == "joint"
         self.vectorize = vectorize
         self._network: Network | None = None
 
@@ -72,8 +82,18 @@ class ProtoNet:
     def embed(self, params: Params, h: Tensor, start: int = 0) -> Tensor:
         return self.network(params, h, start, self.network.representation_layer).flatten(1)
 
+    def embed_episode(self, params: Params, support_x: Tensor, h: Tensor, layer: int = 0) -> tuple[Tensor, Tensor]:
+        """Embeddings of the support set and of ``h`` (a batch at mixable layer ``layer``): one batch from ``layer``
+        on when ``embed_episode`` is joint (the support first encoded up to ``layer``), else two."""
+        if not self.joint:
+            return self.embed(params, support_x), self.embed(params, h, layer)
+        support_h = self.network(params, support_x, 0, layer) if layer > 0 else support_x
+        embeddings = self.embed(params, torch.cat([support_h, h]), layer)
+        return embeddings[: len(support_x)], embeddings[len(support_x) :]
+
     def predict(self, params: Params, outer: OuterBatch, support_x: Tensor, support_t: Tensor) -> Tensor:
-        return prototype_logits(self.embed(params, outer.h, outer.layer), self.embed(params, support_x), support_t)
+        support, embeddings = self.embed_episode(params, support_x, outer.h, outer.layer)
+        return prototype_logits(embeddings, support, support_t)
 
     def meta_loss(
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
@@ -90,10 +110,8 @@ class ProtoNet:
 
         def one_task(shared: Params, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
             support_x, support_t, query_x, query_t = batch
-            support = self.embed(shared, support_x)
-            query_hits = prototype_logits(self.embed(shared, query_x), support, support_t).argmax(-1) == query_t.argmax(
-                -1
-            )
+            support, query = self.embed_episode(shared, support_x, query_x)
+            query_hits = prototype_logits(query, support, support_t).argmax(-1) == query_t.argmax(-1)
             support_hits = prototype_logits(support, support, support_t).argmax(-1) == support_t.argmax(-1)
             query_accuracy, support_accuracy = (
                 query_hits.to(support.dtype).mean(),
@@ -118,8 +136,8 @@ class ProtoNet:
         norms_support, norms_query, singular = [], [], []
         with torch.enable_grad():
             for i in range(tasks.n_tasks):
-                support = self.embed(init, tasks.support_x[i])
-                query_logits = prototype_logits(self.embed(init, tasks.query_x[i]), support, support_t[i])
+                support, query = self.embed_episode(init, tasks.support_x[i], tasks.query_x[i])
+                query_logits = prototype_logits(query, support, support_t[i])
                 norms_support.append(
                     gradient_norm(
                         soft_cross_entropy(prototype_logits(support, support, support_t[i]), support_t[i]), weights
