@@ -95,7 +95,7 @@ def run(*args: str | Path) -> int:
     return main(["run", *map(str, args), "--device", "cpu", "--no-progress"])
 
 
-def metabench(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def metabench_process(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """``metabench ARGS`` in a fresh interpreter: entry points as installed now, output captured."""
     return subprocess.run([sys.executable, "-m", "metabench.cli", *map(str, args)], capture_output=True, text=True)
 

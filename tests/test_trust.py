@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from benchmark_files import benchmark_toml, metabench, run, write_benchmark
+from benchmark_files import benchmark_toml, metabench_process, run, write_benchmark
 from plugin_packages import pip, write_plugin_package
 
 from metabench import config, results
@@ -118,7 +118,7 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
     flags = ["--out", out, "--device", "cpu", "--no-progress"]
     pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.1.0", 0.1)))
     try:
-        first = metabench("run", bench, *flags)
+        first = metabench_process("run", bench, *flags)
         assert first.returncode == 0, first.stderr
         assert "2 runs: 2 to run" in first.stdout
         records = {r["config"]["strategy"]["name"]: r for r in results.load_records(out)}
@@ -129,13 +129,13 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
         assert records["query"]["provenance"]["torch"] and records["query"]["provenance"]["device_type"] == "cpu"
 
         pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.2.0", 1.0)))
-        kept = metabench("run", bench, *flags, "--reuse-stale")
+        kept = metabench_process("run", bench, *flags, "--reuse-stale")
         assert kept.returncode == 0, kept.stderr
         assert "1 recorded with the same config and code, 1 stale" in kept.stdout and "0 to run" in kept.stdout
         board = (out / "LEADERBOARD.md").read_text()
         assert "metabench-noisy 0.1.0 -> metabench-noisy 0.2.0" in board
 
-        second = metabench("run", bench, *flags)
+        second = metabench_process("run", bench, *flags)
         assert second.returncode == 0, second.stderr
         assert "1 stale (same config, different code: to run again), 1 to run" in second.stdout
         records = {r["config"]["strategy"]["name"]: r for r in results.load_records(out)}
@@ -333,7 +333,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
     steps = {"training.meta_steps": 150, "training.validate_every": 50, "training.checkpoint_every": 5}
     bench = write_benchmark(tmp_path / "b.toml", "omniglot", steps)
     flags = ["--device", "cpu", "--no-progress"]
-    reference = metabench("run", bench, "--out", tmp_path / "reference", *flags)
+    reference = metabench_process("run", bench, "--out", tmp_path / "reference", *flags)
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "out"
@@ -346,7 +346,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
     process.wait()
     assert not list((out / "runs").glob("*.json")), "the run finished before it could be killed"
 
-    resumed = metabench("run", bench, "--out", out, *flags)
+    resumed = metabench_process("run", bench, "--out", out, *flags)
     assert resumed.returncode == 0, resumed.stderr
     [record] = results.load_records(out)
     [expected] = results.load_records(tmp_path / "reference")
