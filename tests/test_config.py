@@ -6,54 +6,14 @@ import pickle
 import textwrap
 from pathlib import Path
 
-import fake_components
 import pytest
+from benchmark_files import FAKE_GRID
 
 from metabench.cli import main
 from metabench.config import load_benchmark, select
 from metabench.errors import ConfigError
 from metabench.registry import Registry
 from metabench.runspec import RunSpec
-
-BASE = """
-[benchmark]
-name = "fake"
-
-[dataset]
-name = "fake-images"
-
-[backbone]
-name = "fake-mlp"
-
-[protocol]
-n_way = 3
-k_query = 2
-eval_tasks = 40
-
-[training]
-meta_steps = 20
-meta_lr = 0.01
-
-[grid]
-samplers = ["standard"]
-learners = ["fake-learner", { name = "fake-learner", label = "fails", params = { fail_at = 3 } }]
-strategies = ["query", "support"]
-seeds = [0, 1, 2]
-
-[params.learner.fake-learner]
-nan_at = 7
-
-[profiles.quick.training]
-meta_steps = 5
-
-[profiles.quick.grid]
-seeds = [0]
-"""
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.load(extra_plugins=[fake_components], entry_points=False)
 
 
 def write(tmp_path: Path, text: str, name: str = "bench.toml") -> Path:
@@ -62,14 +22,14 @@ def write(tmp_path: Path, text: str, name: str = "bench.toml") -> Path:
     return path
 
 
-def error_of(tmp_path: Path, registry: Registry, text: str, profile: str | None = None) -> str:
+def error_of(tmp_path: Path, fake_registry: Registry, text: str, profile: str | None = None) -> str:
     with pytest.raises(ConfigError) as info:
-        load_benchmark(write(tmp_path, text), registry, profile=profile)
+        load_benchmark(write(tmp_path, text), fake_registry, profile=profile)
     return str(info.value)
 
 
-def test_grid_expands_every_combination_with_shared_and_per_entry_params(tmp_path, registry):
-    specs = load_benchmark(write(tmp_path, BASE), registry)
+def test_grid_expands_every_combination_with_shared_and_per_entry_params(tmp_path, fake_registry):
+    specs = load_benchmark(write(tmp_path, FAKE_GRID), fake_registry)
     assert len(specs) == 1 * 2 * 2 * 3
     assert [s.seed for s in specs] == [0] * 4 + [1] * 4 + [2] * 4  # every cell of a seed before the next seed
     plain = next(s for s in specs if s.learner.label == "fake-learner")
@@ -81,17 +41,17 @@ def test_grid_expands_every_combination_with_shared_and_per_entry_params(tmp_pat
     assert plain.backbone.params == {"hidden": 8}
 
 
-def test_profile_overrides_only_what_it_names(tmp_path, registry):
-    specs = load_benchmark(write(tmp_path, BASE), registry, profile="quick")
+def test_profile_overrides_only_what_it_names(tmp_path, fake_registry):
+    specs = load_benchmark(write(tmp_path, FAKE_GRID), fake_registry, profile="quick")
     assert len(specs) == 4 and {s.seed for s in specs} == {0}
     assert specs[0].training.meta_steps == 5 and specs[0].training.meta_lr == 0.01
     assert specs[0].profile == "quick"
 
 
-def test_config_hash_follows_the_resolved_config(tmp_path, registry):
-    base = load_benchmark(write(tmp_path, BASE), registry)
-    again = load_benchmark(write(tmp_path, BASE), registry)
-    changed = load_benchmark(write(tmp_path, BASE.replace("meta_lr = 0.01", "meta_lr = 0.02")), registry)
+def test_config_hash_follows_the_resolved_config(tmp_path, fake_registry):
+    base = load_benchmark(write(tmp_path, FAKE_GRID), fake_registry)
+    again = load_benchmark(write(tmp_path, FAKE_GRID), fake_registry)
+    changed = load_benchmark(write(tmp_path, FAKE_GRID.replace("meta_lr = 0.01", "meta_lr = 0.02")), fake_registry)
     assert [s.config_hash for s in base] == [s.config_hash for s in again]
     assert len({s.config_hash for s in base}) == len(base)
     assert not {s.config_hash for s in base} & {s.config_hash for s in changed}
@@ -100,50 +60,52 @@ def test_config_hash_follows_the_resolved_config(tmp_path, registry):
     assert RunSpec.from_dict(spec.to_dict()) == spec
 
 
-def test_select_matches_labels(tmp_path, registry):
-    specs = load_benchmark(write(tmp_path, BASE), registry)
+def test_select_matches_labels(tmp_path, fake_registry):
+    specs = load_benchmark(write(tmp_path, FAKE_GRID), fake_registry)
     assert len(select(specs, "fails")) == 6
     assert len(select(specs, "*/fake-learner/query/seed=[01]")) == 2
     assert select(specs, None) == specs
 
 
-def test_unknown_component_names_file_key_and_close_match(tmp_path, registry):
-    message = error_of(tmp_path, registry, BASE.replace('strategies = ["query"', 'strategies = ["qeury"'))
+def test_unknown_component_names_file_key_and_close_match(tmp_path, fake_registry):
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace('strategies = ["query"', 'strategies = ["qeury"'))
     assert "bench.toml: grid.strategies[0]" in message
     assert "unknown strategy 'qeury'" in message and "did you mean 'query'" in message and "support" in message
 
 
-def test_unknown_parameter_names_file_and_table(tmp_path, registry):
-    message = error_of(tmp_path, registry, BASE.replace("nan_at = 7", "nan_a = 7"))
+def test_unknown_parameter_names_file_and_table(tmp_path, fake_registry):
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("nan_at = 7", "nan_a = 7"))
     assert "bench.toml: params.learner.fake-learner" in message
     assert "no parameter 'nan_a'" in message and "did you mean 'nan_at'" in message
 
 
-def test_wrong_type_and_out_of_range(tmp_path, registry):
-    message = error_of(tmp_path, registry, BASE.replace("n_way = 3", 'n_way = "three"'))
+def test_wrong_type_and_out_of_range(tmp_path, fake_registry):
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("n_way = 3", 'n_way = "three"'))
     assert "bench.toml: protocol.n_way" in message and "expected int, got str" in message
-    message = error_of(tmp_path, registry, BASE.replace("fail_at = 3", "fail_at = -1"))
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("fail_at = 3", "fail_at = -1"))
     assert "bench.toml: grid.learners[1].params" in message and "'fail_at' = -1" in message and ">= 0" in message
-    message = error_of(tmp_path, registry, BASE.replace("seeds = [0, 1, 2]", "seeds = [0, -1]"))
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("seeds = [0, 1, 2]", "seeds = [0, -1]"))
     assert "grid.seeds" in message
 
 
-def test_errors_in_a_profile_point_into_the_profile(tmp_path, registry):
-    message = error_of(tmp_path, registry, BASE.replace("meta_steps = 5", "meta_steps = 2.5"), profile="quick")
+def test_errors_in_a_profile_point_into_the_profile(tmp_path, fake_registry):
+    message = error_of(
+        tmp_path, fake_registry, FAKE_GRID.replace("meta_steps = 5", "meta_steps = 2.5"), profile="quick"
+    )
     assert "bench.toml: profiles.quick.training.meta_steps" in message and "expected int, got float" in message
-    message = error_of(tmp_path, registry, BASE, profile="quik")
+    message = error_of(tmp_path, fake_registry, FAKE_GRID, profile="quik")
     assert "no profile 'quik'" in message and "did you mean 'quick'" in message
 
 
-def test_unknown_keys_are_errors(tmp_path, registry):
-    message = error_of(tmp_path, registry, BASE.replace("[training]", "[trainig]"))
+def test_unknown_keys_are_errors(tmp_path, fake_registry):
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("[training]", "[trainig]"))
     assert "bench.toml: trainig" in message and "did you mean 'training'" in message
-    message = error_of(tmp_path, registry, BASE.replace("meta_lr = 0.01", "meta_lr = 0.01\nmeta_bach = 2"))
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("meta_lr = 0.01", "meta_lr = 0.01\nmeta_bach = 2"))
     assert "training.meta_bach" in message and "did you mean 'meta_batch'" in message
 
 
 def test_cli_rejects_a_bad_file_before_running_anything(tmp_path, capsys):
-    path = write(tmp_path, BASE.replace('learners = ["fake-learner"', 'learners = ["no-such-learner"'))
+    path = write(tmp_path, FAKE_GRID.replace('learners = ["fake-learner"', 'learners = ["no-such-learner"'))
     out = tmp_path / "results"
     assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 2
     error = capsys.readouterr().err
@@ -151,8 +113,8 @@ def test_cli_rejects_a_bad_file_before_running_anything(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_unknown_key_in_a_profile_points_into_the_profile(tmp_path, registry):
-    message = error_of(tmp_path, registry, BASE.replace("meta_steps = 5", "meta_step = 5"), profile="quick")
+def test_unknown_key_in_a_profile_points_into_the_profile(tmp_path, fake_registry):
+    message = error_of(tmp_path, fake_registry, FAKE_GRID.replace("meta_steps = 5", "meta_step = 5"), profile="quick")
     assert "bench.toml: profiles.quick.training.meta_step: unknown key" in message
-    message = error_of(tmp_path, registry, BASE + "\n[profiles.quick.protocl]\nn_way = 2\n", profile="quick")
+    message = error_of(tmp_path, fake_registry, FAKE_GRID + "\n[profiles.quick.protocl]\nn_way = 2\n", profile="quick")
     assert "bench.toml: profiles.quick.protocl: unknown key" in message and "did you mean 'protocol'" in message

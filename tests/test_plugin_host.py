@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import types
 import warnings
 from collections.abc import Iterator
 
 import pytest
+from benchmark_files import metabench_process, write_benchmark
 from plugin_packages import pip, write_plugin_package
 
 import metabench
 from metabench import ConfigError, DuplicateComponentError, Param, Registry
 from metabench.cli import main
 
-
-def _metabench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "metabench.cli", *args], capture_output=True, text=True)
+# Two runs of three meta-steps, validated and checkpointed once each.
+TINY = {
+    "benchmark.name": None,
+    "protocol.eval_tasks": 4,
+    "training.meta_steps": 3,
+    "training.validate_every": 3,
+    "training.checkpoint_every": 3,
+    "training.diagnostic_tasks": 0,
+    "grid.seeds": [0, 1],
+}
 
 
 STRATEGY_PLUGIN = """
@@ -134,7 +140,7 @@ def installed_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 
 
 def test_installed_plugin_is_listed_with_its_provider(installed_plugins: None) -> None:
-    result = _metabench("plugins", "--json")
+    result = metabench_process("plugins", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     ours = [r for r in rows if r["name"] == "half-query"]
@@ -151,7 +157,7 @@ def test_installed_plugin_is_listed_with_its_provider(installed_plugins: None) -
 
 
 def test_installed_plugin_is_described_with_where_it_is_defined(installed_plugins: None) -> None:
-    result = _metabench("describe", "strategy", "half-query")
+    result = metabench_process("describe", "strategy", "half-query")
     assert result.returncode == 0, result.stderr
     assert "metabench-halfquery 1.0.0" in result.stdout
     assert "fraction" in result.stdout and "[0.0, 1.0]" in result.stdout and "0.5" in result.stdout
@@ -159,7 +165,7 @@ def test_installed_plugin_is_described_with_where_it_is_defined(installed_plugin
 
 
 def test_every_broken_plugin_is_listed_and_warned_about_and_the_rest_works(installed_plugins: None) -> None:
-    result = _metabench("plugins", "--json")
+    result = metabench_process("plugins", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     broken = {r["provider"]: r for r in rows if r["status"] == "broken"}
@@ -169,19 +175,18 @@ def test_every_broken_plugin_is_listed_and_warned_about_and_the_rest_works(insta
         assert dist in result.stderr
     assert {r["name"] for r in rows if r["status"] == "ok"} >= {"half-query", "maml", "metamix", "omniglot"}
     assert "noisy" not in {r["name"] for r in rows if r["status"] == "ok"}
-    table = _metabench("plugins")
+    table = metabench_process("plugins")
     assert table.returncode == 0 and any(line.startswith("BROKEN") for line in table.stdout.splitlines())
 
 
 def test_a_name_registered_twice_is_a_conflict_that_fails_only_benchmarks_using_it(installed_plugins, tmp_path) -> None:
-    listing = json.loads(_metabench("plugins", "--json", "--kind", "strategy").stdout)
+    listing = json.loads(metabench_process("plugins", "--json", "--kind", "strategy").stdout)
     (twin,) = [r for r in listing if r["name"] == "twin"]
     assert twin["status"] == "conflict" and "metabench-twin-a 1.0.0" in twin["summary"]
     assert "metabench-twin-b 1.0.0" in twin["summary"]
 
-    bench = tmp_path / "twin.toml"
-    bench.write_text(TINY_BENCHMARK.replace('strategies = ["query"]', 'strategies = ["query", "twin"]'))
-    result = _metabench("run", str(bench), "--out", str(tmp_path / "out"), "--no-progress")
+    bench = write_benchmark(tmp_path / "twin.toml", "omniglot", {**TINY, "grid.strategies": ["query", "twin"]})
+    result = metabench_process("run", str(bench), "--out", str(tmp_path / "out"), "--no-progress")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "grid.strategies[1]" in result.stderr and "strategy 'twin' is registered twice" in result.stderr
     assert "metabench-twin-a 1.0.0" in result.stderr and "metabench-twin-b 1.0.0" in result.stderr
@@ -189,43 +194,12 @@ def test_a_name_registered_twice_is_a_conflict_that_fails_only_benchmarks_using_
 
 
 def test_a_failing_lifecycle_hook_warns_once_per_run_naming_its_plugin(installed_plugins, tmp_path) -> None:
-    bench = tmp_path / "tiny.toml"
-    bench.write_text(TINY_BENCHMARK)
-    result = _metabench("run", str(bench), "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu")
+    bench = write_benchmark(tmp_path / "tiny.toml", "omniglot", TINY)
+    result = metabench_process("run", str(bench), "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "tracker unreachable" in line]
     assert len(warned) == 2  # two runs of three meta-steps each: one warning per run
     assert all("metabench-reporter" in line and "metabench_step_finished" in line for line in warned)
-
-
-TINY_BENCHMARK = """
-[dataset]
-name = "omniglot"
-
-[backbone]
-name = "conv4"
-params = { filters = 4, blocks = 2 }
-
-[protocol]
-n_way = 3
-k_shot = 1
-k_query = 1
-eval_tasks = 4
-val_tasks = 2
-
-[training]
-meta_steps = 3
-meta_batch = 2
-validate_every = 3
-checkpoint_every = 3
-diagnostic_tasks = 0
-
-[grid]
-samplers = ["standard"]
-learners = ["protonet"]
-strategies = ["query"]
-seeds = [0, 1]
-"""
 
 
 def _module_plugin(name: str, register_hook: str, components: dict[str, list[Param]]) -> types.ModuleType:

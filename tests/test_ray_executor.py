@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from benchmark_files import write_benchmark
 from plugin_packages import pip, write_plugin_package
 
 from metabench import config, results
@@ -88,37 +89,6 @@ FAULTY_PLUGIN = """
         register("faulty", Faulty, summary="no inner loop; can kill its worker or raise (tests)")
 """
 
-GRID = """
-[benchmark]
-name = "tiny-sine"
-
-[dataset]
-name = "sinusoid"
-
-[backbone]
-name = "mlp"
-params = {{ widths = [8] }}
-
-[protocol]
-k_shot = 5
-k_query = 5
-eval_tasks = 10
-val_tasks = 4
-
-[training]
-meta_steps = 6
-meta_batch = 2
-validate_every = 2
-checkpoint_every = 2
-diagnostic_tasks = 2
-
-[grid]
-samplers = ["standard"]
-learners = {learners}
-strategies = {strategies}
-seeds = [0]
-"""
-
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -147,10 +117,9 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         default_registry.cache_clear()
 
 
-def _grid(tmp_path: Path, learners: str, strategies: str = '["query"]') -> Path:
-    path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(learners=learners, strategies=strategies))
-    return path
+def _grid(tmp_path: Path, learners: list[object], strategies: tuple[str, ...] = ("query",)) -> Path:
+    overrides = {"training.meta_steps": 6, "grid.learners": learners, "grid.strategies": list(strategies)}
+    return write_benchmark(tmp_path / "grid.toml", "sine", overrides)
 
 
 def _records(out: Path) -> dict[str, dict]:
@@ -158,7 +127,7 @@ def _records(out: Path) -> dict[str, dict]:
 
 
 def test_ray_gives_the_sequential_executors_records(local_ray: Path, tmp_path: Path) -> None:
-    grid = _grid(tmp_path, '["maml", "fomaml"]', '["query", "metamix"]')
+    grid = _grid(tmp_path, ["maml", "fomaml"], ("query", "metamix"))
     common = ["run", str(grid), "--device", "cpu", "--no-progress"]
     assert main([*common, "--out", str(tmp_path / "seq")]) == 0
     assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--max-parallel", "2"]) == 0
@@ -176,10 +145,8 @@ def test_killed_worker_is_retried_and_recorded_once_and_a_failing_run_does_not_s
     local_ray: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "killed-once"
-    learners = (
-        f'[{{ name = "faulty", label = "killed", params = {{ fault = "kill", marker = "{marker}" }} }}, '
-        '{ name = "faulty", label = "raises", params = { fault = "raise" } }, "faulty"]'
-    )
+    killed = {"name": "faulty", "label": "killed", "params": {"fault": "kill", "marker": str(marker)}}
+    learners = [killed, {"name": "faulty", "label": "raises", "params": {"fault": "raise"}}, "faulty"]
     out = tmp_path / "out"
     checkpoints = tmp_path / "elsewhere"
     grid = str(_grid(tmp_path, learners))
@@ -204,8 +171,8 @@ def test_killed_worker_is_retried_and_recorded_once_and_a_failing_run_does_not_s
 
 def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tmp_path: Path) -> None:
     marker = tmp_path / "hung-once"
-    hang = f'{{ name = "faulty", label = "hangs", params = {{ fault = "hang", marker = "{marker}" }} }}'
-    learners = f'["faulty", {hang}, "fomaml"]'
+    hang = {"name": "faulty", "label": "hangs", "params": {"fault": "hang", "marker": str(marker)}}
+    learners = ["faulty", hang, "fomaml"]
     out = tmp_path / "out"
     # a second driver joins this module's Ray, as on a cluster; one run at a time: the hanging one is in flight
     address = ray.get_runtime_context().gcs_address
@@ -232,7 +199,7 @@ def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tm
 
 
 def test_a_component_missing_on_the_worker_fails_its_run_saying_so(local_ray: Path, tmp_path: Path) -> None:
-    (spec,) = config.load_benchmark(_grid(tmp_path, '["fomaml"]'), default_registry())
+    (spec,) = config.load_benchmark(_grid(tmp_path, ["fomaml"]), default_registry())
     missing = dataclasses.replace(spec, learner=ComponentRef.of("only-on-the-driver"))
     options = RunOptions(out=tmp_path / "out", device="cpu", progress=False)
     (record,) = RayExecutor().run([missing], options)
@@ -243,17 +210,17 @@ def test_a_component_missing_on_the_worker_fails_its_run_saying_so(local_ray: Pa
 
 def test_executor_ray_without_ray_names_the_extra(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is not installed
-    assert main(["run", str(_grid(tmp_path, '["fomaml"]')), "--out", str(tmp_path), "--executor", "ray"]) == 2
+    assert main(["run", str(_grid(tmp_path, ["fomaml"])), "--out", str(tmp_path), "--executor", "ray"]) == 2
     assert "pip install 'metabench[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
 def test_ray_flags_need_the_ray_executor(tmp_path: Path, capsys) -> None:
-    assert main(["run", str(_grid(tmp_path, '["fomaml"]')), "--out", str(tmp_path), "--max-parallel", "2"]) == 2
+    assert main(["run", str(_grid(tmp_path, ["fomaml"])), "--out", str(tmp_path), "--max-parallel", "2"]) == 2
     assert "--max-parallel: only with --executor ray" in capsys.readouterr().err
 
 
 def test_an_address_where_no_ray_listens_is_an_error_not_a_wait(tmp_path: Path, capsys) -> None:
-    grid = str(_grid(tmp_path, '["fomaml"]'))
+    grid = str(_grid(tmp_path, ["fomaml"]))
     assert main(["run", grid, "--out", str(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1"]) == 2
     assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err

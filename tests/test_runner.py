@@ -10,6 +10,7 @@ from typing import Any
 import fake_components
 import pytest
 import torch
+from benchmark_files import run, write_benchmark
 
 from metabench import hookimpl, results
 from metabench.cli import main
@@ -208,44 +209,15 @@ def test_jsonl_reporter_logs_every_event(tmp_path, monkeypatch):
     ]
 
 
-TINY_REAL = """
-[benchmark]
-name = "tiny-omniglot"
-
-[dataset]
-name = "omniglot"
-
-[backbone]
-name = "conv4"
-params = { filters = 4, blocks = 2 }
-
-[protocol]
-n_way = 3
-k_shot = 1
-k_query = 1
-eval_tasks = 6
-val_tasks = 2
-
-[training]
-meta_steps = 2
-meta_batch = 2
-validate_every = 1
-checkpoint_every = 1
-diagnostic_tasks = 2
-
-[grid]
-samplers = ["standard", "nme"]
-learners = ["maml", "protonet"]
-strategies = ["query", "metamix"]
-seeds = [0]
-"""
-
-
 def test_cli_runs_a_tiny_real_benchmark_end_to_end(tmp_path, capsys):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_REAL)
+    grid = {
+        "grid.samplers": ["standard", "nme"],
+        "grid.learners": ["maml", "protonet"],
+        "grid.strategies": ["query", "metamix"],
+    }
+    path = write_benchmark(tmp_path / "tiny.toml", "omniglot", grid)
     out = tmp_path / "results"
-    assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-progress", "--only", "seed=0"]) == 0
+    assert run(path, "--out", out, "--only", "seed=0") == 0
     records = results.load_records(out)
     assert len(records) == 8 and {r["status"] for r in records} <= {"ok", "not-applicable"}
     assert "leaderboard:" in capsys.readouterr().out

@@ -8,71 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
-import fake_components
 import pandas as pd
 import pytest
 import torch
+from benchmark_files import benchmark_toml, metabench_process, run, write_benchmark
+from plugin_packages import pip, write_plugin_package
 
-from metabench import cli, config, results
+from metabench import config, results
 from metabench.cli import main
-from metabench.registry import Registry
-
-FAKE = """
-[benchmark]
-name = "fake"
-
-[dataset]
-name = "fake-images"
-
-[backbone]
-name = "fake-mlp"
-
-[protocol]
-n_way = 3
-k_shot = 1
-k_query = 2
-eval_tasks = 12
-val_tasks = 4
-eval_chunk = 6
-
-[training]
-meta_steps = 4
-meta_batch = 2
-meta_lr = 0.05
-validate_every = 2
-checkpoint_every = 2
-
-[grid]
-samplers = ["standard"]
-learners = LEARNERS
-strategies = ["query", "support"]
-seeds = [0]
-"""
-
-
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """The CLI's registry is the fake components (a test plugin module), nothing installed."""
-    registry = Registry.load(extra_plugins=[fake_components], entry_points=False)
-    monkeypatch.setattr(cli, "default_registry", lambda: registry)
-    return registry
-
-
-def write_fake(path: Path, learners: str = '["fake-learner"]', changes: dict[str, str] | None = None) -> Path:
-    text = FAKE.replace("LEARNERS", learners)
-    for old, new in (changes or {}).items():
-        assert old in text
-        text = text.replace(old, new)
-    path.write_text(text)
-    return path
-
-
-def run(*args: str | Path) -> int:
-    return main(["run", *map(str, args), "--device", "cpu", "--no-progress"])
 
 
 def strict_json(path: Path) -> dict:
@@ -84,10 +30,9 @@ def strict_json(path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ plan, stale, rerun
 def test_plan_line_dry_run_statuses_and_rerun(fakes, tmp_path, capsys):
-    bench = write_fake(
-        tmp_path / "b.toml",
-        '[{name="fake-learner", label="good"}, {name="fake-learner", label="bad", params={fail_at=2}}]',
-    )
+    good = {"name": "fake-learner", "label": "good"}
+    bad = {"name": "fake-learner", "label": "bad", "params": {"fail_at": 2}}
+    bench = write_benchmark(tmp_path / "b.toml", "fake", {"grid.learners": [good, bad]})
     out = tmp_path / "out"
     assert run(bench, "--out", out, "--dry-run") == 0
     dry = capsys.readouterr().out
@@ -161,82 +106,19 @@ NOISY_PLUGIN = """
         register("noisy-query", NoisyQuery, summary="Query set with Gaussian input noise.")
 """
 
-TINY_OMNIGLOT = """
-[benchmark]
-name = "tiny-omniglot"
-
-[dataset]
-name = "omniglot"
-
-[backbone]
-name = "conv4"
-params = { filters = 4, blocks = 2 }
-
-[protocol]
-n_way = 3
-k_shot = 1
-k_query = 1
-eval_tasks = 6
-val_tasks = 2
-
-[training]
-meta_steps = 2
-meta_batch = 2
-validate_every = 1
-checkpoint_every = 1
-diagnostic_tasks = 2
-
-[grid]
-samplers = ["standard"]
-learners = ["protonet"]
-strategies = STRATEGIES
-seeds = [0]
-"""
-
 
 def _plugin(root: Path, version: str, noise: float) -> Path:
-    package = root / f"noisy-{version}"
-    (package / "metabench_noisy").mkdir(parents=True)
-    (package / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [build-system]
-            requires = ["setuptools>=61"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "metabench-noisy"
-            version = "{version}"
-
-            [project.entry-points.metabench]
-            noisy = "metabench_noisy"
-
-            [tool.setuptools]
-            packages = ["metabench_noisy"]
-            """
-        )
-    )
-    (package / "metabench_noisy" / "__init__.py").write_text(textwrap.dedent(NOISY_PLUGIN.format(noise=noise)))
-    return package
-
-
-def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
-
-
-def _metabench(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "metabench.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True)
+    body = NOISY_PLUGIN.format(noise=noise)
+    return write_plugin_package(root / version, "metabench-noisy", "metabench_noisy", body, version=version)
 
 
 def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_path):
-    bench = tmp_path / "b.toml"
-    bench.write_text(TINY_OMNIGLOT.replace("STRATEGIES", '["query", "noisy-query"]'))
+    bench = write_benchmark(tmp_path / "b.toml", "omniglot", {"grid.strategies": ["query", "noisy-query"]})
     out = tmp_path / "out"
     flags = ["--out", out, "--device", "cpu", "--no-progress"]
-    _pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.1.0", 0.1)))
+    pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.1.0", 0.1)))
     try:
-        first = _metabench("run", bench, *flags)
+        first = metabench_process("run", bench, *flags)
         assert first.returncode == 0, first.stderr
         assert "2 runs: 2 to run" in first.stdout
         records = {r["config"]["strategy"]["name"]: r for r in results.load_records(out)}
@@ -246,29 +128,29 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
         assert builtin["name"] == "protonet" and builtin["distribution"] == "metabench"
         assert records["query"]["provenance"]["torch"] and records["query"]["provenance"]["device_type"] == "cpu"
 
-        _pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.2.0", 1.0)))
-        kept = _metabench("run", bench, *flags, "--reuse-stale")
+        pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.2.0", 1.0)))
+        kept = metabench_process("run", bench, *flags, "--reuse-stale")
         assert kept.returncode == 0, kept.stderr
         assert "1 recorded with the same config and code, 1 stale" in kept.stdout and "0 to run" in kept.stdout
         board = (out / "LEADERBOARD.md").read_text()
         assert "metabench-noisy 0.1.0 -> metabench-noisy 0.2.0" in board
 
-        second = _metabench("run", bench, *flags)
+        second = metabench_process("run", bench, *flags)
         assert second.returncode == 0, second.stderr
         assert "1 stale (same config, different code: to run again), 1 to run" in second.stdout
         records = {r["config"]["strategy"]["name"]: r for r in results.load_records(out)}
         assert records["noisy-query"]["provenance"]["components"]["strategy"]["version"] == "0.2.0"
         assert "Stale rows" not in (out / "LEADERBOARD.md").read_text()
     finally:
-        _pip("uninstall", "-y", "metabench-noisy")
+        pip("uninstall", "-y", "metabench-noisy")
 
 
 # ------------------------------------------------------------------------------------------- leaderboard cells
 def test_changed_configs_are_rows_apart_with_the_keys_that_differ(fakes, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(write_fake(tmp_path / "a.toml"), "--out", out) == 0
-    assert run(write_fake(tmp_path / "b.toml", changes={"meta_steps = 4": "meta_steps = 6"}), "--out", out) == 0
-    assert run(write_fake(tmp_path / "c.toml", changes={"eval_tasks = 12": "eval_tasks = 6"}), "--out", out) == 0
+    assert run(write_benchmark(tmp_path / "a.toml", "fake"), "--out", out) == 0
+    assert run(write_benchmark(tmp_path / "b.toml", "fake", {"training.meta_steps": 6}), "--out", out) == 0
+    assert run(write_benchmark(tmp_path / "c.toml", "fake", {"protocol.eval_tasks": 6}), "--out", out) == 0
     assert main(["leaderboard", str(out)]) == 0
     csv = pd.read_csv(out / "leaderboard.csv")
     assert len(csv) == 6 and set(csv["seeds"]) == {1}  # never two configs averaged into one row
@@ -286,7 +168,7 @@ def test_changed_configs_are_rows_apart_with_the_keys_that_differ(fakes, tmp_pat
 
 def test_unreadable_or_other_schema_records_are_skipped_with_a_warning(fakes, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(write_fake(tmp_path / "a.toml"), "--out", out) == 0
+    assert run(write_benchmark(tmp_path / "a.toml", "fake"), "--out", out) == 0
     good = sorted((out / "runs").glob("*.json"))
     truncated = out / "runs" / "truncated.json"
     truncated.write_text(good[0].read_text()[:200])
@@ -303,7 +185,8 @@ def test_unreadable_or_other_schema_records_are_skipped_with_a_warning(fakes, tm
 # ------------------------------------------------------------------------------------------- finite or failed
 def test_a_nan_evaluation_fails_the_run_naming_the_metric_and_records_stay_strict_json(fakes, tmp_path, capsys):
     out = tmp_path / "out"
-    bench = write_fake(tmp_path / "a.toml", '[{name="fake-learner", params={nan_eval=true}}]')
+    nan_eval = {"name": "fake-learner", "params": {"nan_eval": True}}
+    bench = write_benchmark(tmp_path / "a.toml", "fake", {"grid.learners": [nan_eval]})
     assert run(bench, "--out", out) == 1
     records = [strict_json(p) for p in (out / "runs").glob("*.json")]
     assert [r["status"] for r in records] == ["failed", "failed"]
@@ -324,7 +207,7 @@ def test_a_nan_evaluation_fails_the_run_naming_the_metric_and_records_stay_stric
 )
 def test_non_finite_parameters_are_config_errors(tmp_path, capsys, table, expected):
     bench = tmp_path / "b.toml"
-    bench.write_text(TINY_OMNIGLOT.replace("STRATEGIES", '["query"]').replace('"protonet"', '"maml"') + table)
+    bench.write_text(benchmark_toml("omniglot", {"grid.learners": ["maml"]}) + table)
     assert run(bench, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert expected in err and "params.learner.maml" in err and not (tmp_path / "out").exists()
@@ -340,7 +223,7 @@ class _Payload:
 
 
 def test_a_pickle_payload_in_a_checkpoint_does_not_run(fakes, tmp_path, capsys):
-    bench = write_fake(tmp_path / "a.toml")
+    bench = write_benchmark(tmp_path / "a.toml", "fake")
     out = tmp_path / "out"
     marker = tmp_path / "payload-ran"
     spec = config.load_benchmark(bench, fakes)[0]
@@ -359,7 +242,7 @@ def test_a_pickle_payload_in_a_checkpoint_does_not_run(fakes, tmp_path, capsys):
 
 def test_plots_are_redrawn_when_empty_or_older_than_their_record(fakes, tmp_path):
     out = tmp_path / "out"
-    assert run(write_fake(tmp_path / "a.toml"), "--out", out) == 0
+    assert run(write_benchmark(tmp_path / "a.toml", "fake"), "--out", out) == 0
     plots = sorted((out / "plots").glob("*.png"))
     assert len(plots) == 2 and all(p.stat().st_size > 0 for p in plots)
     plots[0].write_bytes(b"")  # what a kill during the write used to leave
@@ -400,7 +283,7 @@ def test_plots_are_redrawn_when_empty_or_older_than_their_record(fakes, tmp_path
     ],
 )
 def test_preflight_reports_knowable_errors_before_any_run(tmp_path, capsys, change, expected):
-    text = TINY_OMNIGLOT.replace("STRATEGIES", '["query"]').replace('"protonet"', '"maml"')
+    text = benchmark_toml("omniglot", {"grid.learners": ["maml"]})
     for old, new in change.items():
         assert old in text
         text = text.replace(old, new)
@@ -417,7 +300,7 @@ def test_preflight_reports_knowable_errors_before_any_run(tmp_path, capsys, chan
 def test_a_non_writable_out_is_an_error_before_any_run(fakes, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert run(write_fake(tmp_path / "a.toml"), "--out", blocker / "results") == 2
+    assert run(write_benchmark(tmp_path / "a.toml", "fake"), "--out", blocker / "results") == 2
     assert f"--out {blocker / 'results'}: {blocker} is not a folder" in capsys.readouterr().err
 
 
@@ -447,12 +330,10 @@ def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
 
 
 def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
-    bench = tmp_path / "b.toml"
-    text = TINY_OMNIGLOT.replace("STRATEGIES", '["query"]')
-    text = text.replace("meta_steps = 2", "meta_steps = 150").replace("validate_every = 1", "validate_every = 50")
-    bench.write_text(text.replace("checkpoint_every = 1", "checkpoint_every = 5"))
+    steps = {"training.meta_steps": 150, "training.validate_every": 50, "training.checkpoint_every": 5}
+    bench = write_benchmark(tmp_path / "b.toml", "omniglot", steps)
     flags = ["--device", "cpu", "--no-progress"]
-    reference = _metabench("run", bench, "--out", tmp_path / "reference", *flags)
+    reference = metabench_process("run", bench, "--out", tmp_path / "reference", *flags)
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "out"
@@ -465,7 +346,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
     process.wait()
     assert not list((out / "runs").glob("*.json")), "the run finished before it could be killed"
 
-    resumed = _metabench("run", bench, "--out", out, *flags)
+    resumed = metabench_process("run", bench, "--out", out, *flags)
     assert resumed.returncode == 0, resumed.stderr
     [record] = results.load_records(out)
     [expected] = results.load_records(tmp_path / "reference")

@@ -6,12 +6,10 @@ import json
 import re
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 
-import fake_components
 import pytest
-from test_config import BASE
+from benchmark_files import FAKE_GRID, run, write_benchmark
 
 from metabench import results
 from metabench.cli import main
@@ -19,56 +17,15 @@ from metabench.config import load_benchmark
 from metabench.errors import ConfigError
 from metabench.registry import Registry, default_registry
 
-TINY_SINE = """
-[benchmark]
-name = "tiny-sine"
-
-[dataset]
-name = "sinusoid"
-
-[backbone]
-name = "mlp"
-params = { widths = [8] }
-
-[protocol]
-k_shot = 5
-k_query = 5
-eval_tasks = 10
-val_tasks = 4
-
-[training]
-meta_steps = 4
-meta_batch = 2
-validate_every = 2
-checkpoint_every = 2
-diagnostic_tasks = 2
-
-[grid]
-samplers = ["standard"]
-learners = ["maml", "anil"]
-strategies = ["query", "metamix"]
-seeds = [0]
-"""
 SET = ["--set", "training.meta_steps=3"]
-
-
-def tiny(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_SINE)
-    return path
-
-
-@pytest.fixture(scope="module")
-def fake_registry() -> Registry:
-    return Registry.load(extra_plugins=[fake_components], entry_points=False)
 
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory) -> tuple[Path, Path]:
     """The tiny sinusoid benchmark run once through the CLI with an override: (benchmark file, results folder)."""
     tmp = tmp_path_factory.mktemp("ux")
-    path, out = tiny(tmp), tmp / "results"
-    assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-progress", *SET]) == 0
+    path, out = write_benchmark(tmp / "tiny.toml", "sine"), tmp / "results"
+    assert run(path, "--out", out, *SET) == 0
     return path, out
 
 
@@ -77,7 +34,7 @@ def ran(tmp_path_factory) -> tuple[Path, Path]:
 
 def load(tmp_path: Path, registry: Registry, *overrides: str, profile: str | None = None):
     path = tmp_path / "bench.toml"
-    path.write_text(textwrap.dedent(BASE))
+    path.write_text(FAKE_GRID)
     return load_benchmark(path, registry, profile=profile, overrides=overrides)
 
 
@@ -127,7 +84,8 @@ def test_an_override_is_part_of_the_record_and_its_identity(ran):
 
 
 def test_a_bad_override_on_the_command_line_exits_2_naming_it(tmp_path, capsys):
-    code = main(["run", str(tiny(tmp_path)), "--out", str(tmp_path / "r"), "--set", "grid.learners=['mamll']"])
+    bench = write_benchmark(tmp_path / "tiny.toml", "sine")
+    code = main(["run", str(bench), "--out", str(tmp_path / "r"), "--set", "grid.learners=['mamll']"])
     error = capsys.readouterr().err
     assert code == 2 and "--set grid.learners=['mamll'] (grid.learners[0]): unknown learner 'mamll'" in error
     assert "Traceback" not in error and not (tmp_path / "r").exists()

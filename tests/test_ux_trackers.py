@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import benchmark_files
 import pytest
-from test_ux import SET, tiny
+from benchmark_files import write_benchmark
+from test_ux import SET
 
 from metabench import results
-from metabench.cli import main
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
@@ -20,8 +21,8 @@ ONE_CELL = ["--set", "grid.learners=['maml']", "--set", "grid.strategies=['metam
 
 
 def run(tmp_path, *extra: str) -> int:
-    out = tmp_path / "results"
-    return main(["run", str(tiny(tmp_path)), "--out", str(out), "--device", "cpu", "--no-progress", *SET, *extra])
+    bench = write_benchmark(tmp_path / "tiny.toml", "sine")
+    return benchmark_files.run(bench, "--out", tmp_path / "results", *SET, *extra)
 
 
 def test_tensorboard_and_mlflow_receive_steps_evaluations_and_the_record(tmp_path, monkeypatch, capsys):

@@ -22,6 +22,12 @@ def _check_range(name: str, low: float, high: float, where: str) -> None:
         raise ConfigError(f"{where}: {name}_low = {low} exceeds {name}_high = {high}; need low <= high")
 
 
+def _split(x: Tensor, y: Tensor, n_support: int, device: torch.device) -> TaskBatch:
+    """Points ``[task, support then query, 1]`` on ``device``, the first ``n_support`` of each task its support."""
+    x, y = x.to(device), y.to(device)
+    return TaskBatch(x[:, :n_support], y[:, :n_support], x[:, n_support:], y[:, n_support:], None)
+
+
 @dataclass(frozen=True)
 class SinusoidFamily:
     """Tasks ``y = A sin(x - phase)`` with ``A``, ``phase`` drawn per task and ``x`` per point, all uniform."""
@@ -38,9 +44,7 @@ class SinusoidFamily:
         amplitude = _uniform((n_tasks, 1, 1), *self.amplitude, generator)
         phase = _uniform((n_tasks, 1, 1), *self.phase, generator)
         x = _uniform((n_tasks, n_support + n_query, 1), *self.x_range, generator)
-        y = amplitude * torch.sin(x - phase)
-        x, y = x.to(device), y.to(device)
-        return TaskBatch(x[:, :n_support], y[:, :n_support], x[:, n_support:], y[:, n_support:], None)
+        return _split(x, amplitude * torch.sin(x - phase), n_support, device)
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,7 @@ class NoisyLinearFamily:
         slope[:, :n_support] = self.support_slope
         scale = torch.full_like(x, self.query_noise)
         scale[:, :n_support] = self.support_noise
-        y = (slope * x + scale * noise).to(device)
-        x = x.to(device)
-        return TaskBatch(x[:, :n_support], y[:, :n_support], x[:, n_support:], y[:, n_support:], None)
+        return _split(x, slope * x + scale * noise, n_support, device)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from metabench.plugins.generative_models.training import (
     epochs_bar,
     minibatches,
     prior_normal,
+    quarter_size_maps,
     reinitialise,
     training_params,
 )
@@ -60,12 +61,12 @@ class MSGAN(nn.Module):
         ms_weight: float,
     ):
         super().__init__()
-        channels, height, width_px = image_shape
+        channels = image_shape[0]
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.epochs, self.batch_size, self.lr, self.ms_weight = epochs, batch_size, lr, ms_weight
 
-        self.base = (width, math.ceil(height / 4), math.ceil(width_px / 4))
+        self.base = quarter_size_maps(width, image_shape)
         self.generator = nn.Sequential(
             nn.Linear(latent_dim, math.prod(self.base)),
             nn.LeakyReLU(0.2),

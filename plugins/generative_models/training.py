@@ -15,6 +15,7 @@ once. Register it with ``register("my-gan", MyPretrainedGan, summary=...)`` in a
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -66,6 +67,13 @@ def reinitialise(module: nn.Module, rng: torch.Generator) -> None:
         for layer in module.modules():
             if layer is not module and hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
+
+
+def quarter_size_maps(width: int, image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Where a decoder starts: ``width`` maps of a quarter of the image's height and width (rounded up), so that two
+    stride-2 upsamplings reach at least the image size (LASIUM Sec. 7.1; the decoders crop the excess)."""
+    _, height, width_px = image_shape
+    return (width, math.ceil(height / 4), math.ceil(width_px / 4))
 
 
 def prior_normal(n: int, latent_dim: int, rng: torch.Generator, device: torch.device) -> Tensor:

@@ -14,6 +14,7 @@ from metabench.plugins.generative_models.training import (
     epochs_bar,
     minibatches,
     prior_normal,
+    quarter_size_maps,
     reinitialise,
     training_params,
 )
@@ -68,7 +69,7 @@ class ConvVAE(nn.Module):
         self.encoder = nn.Sequential(*blocks, nn.Flatten())
         self.posterior = nn.Linear(width * _halved(height, 4) * _halved(width_px, 4), 2 * latent_dim)
 
-        self.base = (width, math.ceil(height / 4), math.ceil(width_px / 4))
+        self.base = quarter_size_maps(width, image_shape)
         self.expand = nn.Linear(latent_dim, math.prod(self.base))
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1),
