@@ -16,13 +16,12 @@ from metabench.plugins.learners.functional import (
     TransformAt,
     Vectorize,
     detached,
-    gradient_norm,
     initial_backbone_params,
     lr_name,
     map_tasks,
+    task_diagnostics,
     task_loss,
     task_score,
-    top_singular_value,
     transform_channels,
     transform_name,
     use_vmap,
@@ -166,27 +165,15 @@ class GradientLearner:
         loss on the support and on the query set (Fig. 3), and the top singular value per class of the adapted
         support representations before the head (Table 1/8, classification only)."""
         loss = task_loss(tasks)
-        init = {name: value.detach().requires_grad_() for name, value in params.items()}
-        initialisation = [init[name] for name in sorted(self.network.names)]
         support_t, query_t = tasks.soft_targets(tasks.support_y), tasks.soft_targets(tasks.query_y)
-        norms_support, norms_query, singular = [], [], []
-        with torch.enable_grad():
-            for i in range(tasks.n_tasks):
-                fast = self.inner.adapt(
-                    init, tasks.support_x[i], support_t[i], loss, self.inner_steps, self.first_order
-                )
-                adapted = {**init, **fast}
-                support_loss = loss(self.network(adapted, tasks.support_x[i]), support_t[i])
-                norms_support.append(gradient_norm(support_loss, initialisation))
-                query_loss = loss(self.network(adapted, tasks.query_x[i]), query_t[i])
-                norms_query.append(gradient_norm(query_loss, initialisation))
-                if tasks.is_classification:
-                    representations = self.network(adapted, tasks.support_x[i], 0, self.network.representation_layer)
-                    singular.append(float(top_singular_value(representations.detach(), support_t[i])))
-        metrics = {
-            "grad_norm_support": sum(norms_support) / len(norms_support),
-            "grad_norm_query": sum(norms_query) / len(norms_query),
-        }
-        if singular:
-            metrics["top_singular_value"] = sum(singular) / len(singular)
-        return metrics
+
+        def probe(init: Params, i: int) -> tuple[Tensor, Tensor, Tensor | None]:
+            fast = self.inner.adapt(init, tasks.support_x[i], support_t[i], loss, self.inner_steps, self.first_order)
+            adapted = {**init, **fast}
+            support_loss = loss(self.network(adapted, tasks.support_x[i]), support_t[i])
+            query_loss = loss(self.network(adapted, tasks.query_x[i]), query_t[i])
+            layer = self.network.representation_layer
+            representations = self.network(adapted, tasks.support_x[i], 0, layer) if tasks.is_classification else None
+            return support_loss, query_loss, representations
+
+        return task_diagnostics(params, self.network.names, tasks, probe)

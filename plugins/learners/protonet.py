@@ -13,11 +13,10 @@ from metabench.plugins.learners.functional import (
     OuterObjective,
     Vectorize,
     detached,
-    gradient_norm,
     initial_backbone_params,
     map_tasks,
     soft_cross_entropy,
-    top_singular_value,
+    task_diagnostics,
     use_vmap,
 )
 
@@ -130,24 +129,12 @@ class ProtoNet:
     def diagnostics(self, params: Params, tasks: TaskBatch) -> dict[str, float]:
         """Gradient norms of the prototype loss of the support set and of the query set (w.r.t. the embedding
         network), and the top singular value per class of the support embeddings; averaged over tasks."""
-        init = {name: value.detach().requires_grad_() for name, value in params.items()}
-        weights = [init[name] for name in sorted(self.network.names)]
         support_t, query_t = tasks.soft_targets(tasks.support_y), tasks.soft_targets(tasks.query_y)
-        norms_support, norms_query, singular = [], [], []
-        with torch.enable_grad():
-            for i in range(tasks.n_tasks):
-                support, query = self.embed_episode(init, tasks.support_x[i], tasks.query_x[i])
-                query_logits = prototype_logits(query, support, support_t[i])
-                norms_support.append(
-                    gradient_norm(
-                        soft_cross_entropy(prototype_logits(support, support, support_t[i]), support_t[i]), weights
-                    )
-                )
-                norms_query.append(gradient_norm(soft_cross_entropy(query_logits, query_t[i]), weights))
-                singular.append(float(top_singular_value(support.detach(), support_t[i])))
-        n = tasks.n_tasks
-        return {
-            "grad_norm_support": sum(norms_support) / n,
-            "grad_norm_query": sum(norms_query) / n,
-            "top_singular_value": sum(singular) / n,
-        }
+
+        def probe(init: Params, i: int) -> tuple[Tensor, Tensor, Tensor | None]:
+            support, query = self.embed_episode(init, tasks.support_x[i], tasks.query_x[i])
+            support_loss = soft_cross_entropy(prototype_logits(support, support, support_t[i]), support_t[i])
+            query_loss = soft_cross_entropy(prototype_logits(query, support, support_t[i]), query_t[i])
+            return support_loss, query_loss, support
+
+        return task_diagnostics(params, self.network.names, tasks, probe)
