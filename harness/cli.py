@@ -1,4 +1,4 @@
-"""The ``metabench`` command: ``plugins``, ``describe``, ``run``, ``leaderboard``."""
+"""The ``metabench`` command: ``plugins``, ``describe``, ``run``, ``leaderboard``, ``reproductions``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard
+from metabench import config, leaderboard, reproductions
 from metabench.errors import MetabenchError
 from metabench.executor import SequentialExecutor
 from metabench.registry import KINDS, ComponentSpec, Registry, default_registry
@@ -102,6 +102,14 @@ def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _reproductions(args: argparse.Namespace, registry: Registry) -> int:
+    path, verdicts = reproductions.write_reproductions(args.claims, args.results)
+    for verdict in verdicts:
+        print(f"{verdict.claim.id:<24} {verdict.profile or '-':<8} {verdict.verdict}")
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabench", description="Plugin-based benchmark harness for meta-learning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="write LEADERBOARD.md, leaderboard.csv and plots from the records")
     board.add_argument("results", type=Path, nargs="?", default=Path("results"), help="default: results/")
     board.set_defaults(handler=_leaderboard)
+
+    repro = sub.add_parser("reproductions", help="judge the papers' claims against the records: REPRODUCTIONS.md")
+    repro.add_argument(
+        "claims", type=Path, nargs="?", default=Path("benchmarks/reproductions.toml"), help="claims file"
+    )
+    repro.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    repro.set_defaults(handler=_reproductions)
 
     return parser
 
