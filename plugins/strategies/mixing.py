@@ -20,7 +20,8 @@ LAYERS_PARAM = Param(
     list,
     None,
     "candidate mixing layers C (0 = inputs, n_layers-1 = the representation before the head), drawn uniformly "
-    "(see layer_per); none = every mixable layer of the backbone",
+    "per task or per meta-batch (layer_per; once per meta-batch where a strategy has no layer_per); none = every "
+    "mixable layer of the backbone",
     item_type=int,
     low=0,
     nullable=True,
