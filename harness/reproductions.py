@@ -4,10 +4,10 @@
 A claim names the cells (sampler, learner and strategy labels of one benchmark) that test it, the paper's number for
 each, and how the verdict is decided: ``ranking`` (the cells in the paper's order, each consecutive pair ``<`` --
 significantly higher by a paired t-test on the shared evaluation tasks -- or ``~`` -- no significant difference) or
-``value`` (the paper's number inside our 95% CI, widened to ``tolerance``). A claim is judged at every profile its
-records ran at: ``reproduced`` when every relation holds; otherwise ``contradicted`` at the paper's profile (its
-scale) and ``not at this scale`` at a smaller one; ``not run`` when a cell has no successful record. Records are
-read through :func:`metabench.results.load_records`, only ``config``, ``status`` and ``metrics.test``.
+``value`` (the paper's number inside our 95% CI, widened to ``tolerance``). A claim is judged at every scale
+(profile and its settings) its records ran at: ``reproduced`` when every relation holds; otherwise ``contradicted``
+at the paper's profile and ``not at this scale`` at a smaller one; ``not run`` when a cell has no successful record.
+Records are read through :func:`metabench.results.load_records`, only ``config``, ``status`` and ``metrics.test``.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def _scale(config: dict[str, Any]) -> str:
     shape = f"{protocol['n_way']}-way {protocol['k_shot']}-shot" if protocol.get("n_way") else "regression"
     return (
         f"{config.get('profile') or '-'}: {config['dataset']['label']} {shape}, {training['meta_steps']} steps × "
-        f"{training['meta_batch']} tasks, {config['backbone']['label']} {config['backbone']['params']}"
+        f"{training['meta_batch']} tasks (Adam {training.get('meta_lr', '-')}), {config['backbone']['label']} "
+        f"{config['backbone']['params']}"
     )
 
 
@@ -181,13 +182,17 @@ def _pair(lower: list[dict[str, Any]], upper: list[dict[str, Any]], relation: st
 
 
 def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
-    """The claim's verdict at each profile its records ran at (the paper's profile first), or one 'not run'."""
+    """The claim's verdict at each scale its records ran at (profile and the scale it stood for when the records were
+    made; the paper's profile first), or one 'not run'."""
     ok = [r for r in records if r["status"] == "ok" and r["config"]["benchmark"] == claim.benchmark]
-    profiles = sorted({r["config"].get("profile") or "-" for r in ok}, key=lambda p: (p != claim.paper_profile, p))
+    scales = sorted(
+        {(r["config"].get("profile") or "-", _scale(r["config"])) for r in ok},
+        key=lambda key: (key[0] != claim.paper_profile, key),
+    )
     factor = UNITS[claim.units]
     verdicts = []
-    for profile in profiles:
-        at = [r for r in ok if (r["config"].get("profile") or "-") == profile]
+    for profile, scale in scales:
+        at = [r for r in ok if (r["config"].get("profile") or "-", _scale(r["config"])) == (profile, scale)]
         runs = [[r for r in at if _matches(r, claim, cell)] for cell in claim.cells]
         ours = tuple(
             "not run"
@@ -199,7 +204,6 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
         )
         if not any(runs):
             continue
-        scale = _scale(next(cell_runs for cell_runs in runs if cell_runs)[0]["config"])
         missing = [cell.label for cell, cell_runs in zip(claim.cells, runs, strict=True) if not cell_runs]
         if missing:
             verdicts.append(Verdict(claim, profile, scale, ours, f"no record for {', '.join(missing)}", "not run"))

@@ -95,6 +95,18 @@ def test_a_reversed_pair_contradicts_at_the_paper_profile_and_is_not_at_this_sca
     assert "A < B: ✗" in verdicts[0].evidence and "B ~ C: ✓" in verdicts[0].evidence
 
 
+def test_records_of_one_profile_at_two_scales_are_judged_apart(tmp_path):
+    out = tmp_path / "results"
+    for name, strategy, mean in [("a", "a", 0.5), ("b", "b", 0.8), ("c", "c", 0.8)]:
+        write_record(out, name, strategy=strategy, scores=scores(mean, 1 + "abc".index(name) % 2))
+    claims = reproductions.load_claims(write_claims(tmp_path / "claims.toml", RANKING))
+    records = reproductions.results.load_records(out)
+    longer = [{**r, "config": {**r["config"], "training": {"meta_steps": 600, "meta_batch": 4}}} for r in records]
+    verdicts = reproductions.judge(claims[0], records + longer[:1])  # the longer profile has only cell A
+    assert [v.verdict for v in verdicts] == ["reproduced", "not run"]
+    assert "100 steps" in verdicts[0].scale and "600 steps" in verdicts[1].scale
+
+
 def test_a_missing_or_failed_cell_is_not_run(tmp_path):
     out = tmp_path / "results"
     write_record(out, "a", strategy="a", scores=scores(0.5, 1))
