@@ -23,7 +23,7 @@ from metabench.runner import RunOptions
 BENCHMARK = Path(__file__).with_name("lasium.toml")
 
 # Omniglot 5-way 1-shot, K_val = 15 at evaluation, 1000 tasks: paper Table 1, or Table 7 ("T7": the ablation stopped
-# after 1000 meta-iterations, sigma2 = 0.5 / alpha = 0.2).
+# after 1000 meta-iterations, sigma^2 = 0.5 / alpha = 0.2).
 PAPER = {
     ("standard", "maml"): "94.46 ± 0.35 (supervised MAML)",
     ("standard", "protonet"): "98.35 ± 0.22 (supervised ProtoNets)",

@@ -1,4 +1,4 @@
-"""The ``metabench`` command: ``plugins``, ``describe``, ``run``, ``show``, ``leaderboard``."""
+"""The ``metabench`` command: ``plugins``, ``describe``, ``run``, ``show``, ``leaderboard``, ``reproductions``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import leaderboard, plan, show, tables
+from metabench import leaderboard, plan, reproductions, show, tables
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -222,6 +222,14 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _reproductions(args: argparse.Namespace, registry: Registry) -> int:
+    path, verdicts = reproductions.write_reproductions(args.claims, args.results)
+    for verdict in verdicts:
+        print(f"{verdict.claim.id:<24} {verdict.profile or '-':<8} {verdict.verdict}")
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabench", description="Plugin-based benchmark harness for meta-learning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("run", help="a config-hash prefix or a label glob (sampler/learner/strategy/seed=N)")
     shown.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     shown.set_defaults(handler=_show)
+
+    repro = sub.add_parser("reproductions", help="judge the papers' claims against the records: REPRODUCTIONS.md")
+    repro.add_argument(
+        "claims", type=Path, nargs="?", default=Path("benchmarks/reproductions.toml"), help="claims file"
+    )
+    repro.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    repro.set_defaults(handler=_reproductions)
 
     return parser
 

@@ -130,7 +130,7 @@ def test_anchor_give_up_error_names_epsilon_and_distances():
 
 def test_bound_sampler_respects_epsilon_on_generated_tasks(registry, tmp_path):
     shape = TaskShape(5, 1, 1)
-    source = bind_latent(registry, tmp_path, "lasium-n", shape, epsilon=2.0, sigma2=0.0)
+    source = bind_latent(registry, tmp_path, "lasium-n", shape, epsilon=2.0, sigma=0.0)
     tasks = source(64, torch.Generator().manual_seed(1))
     anchors = per_class(tasks.support_x, 5)[:, :, 0]
     assert lasium.closest_pair_distance(anchors).min() >= 2.0
@@ -138,19 +138,26 @@ def test_bound_sampler_respects_epsilon_on_generated_tasks(registry, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ in-class samples
-def test_noise_spread_matches_sigma(registry, tmp_path):
+@pytest.mark.parametrize(("sigma_is", "std"), [("std", 0.25), ("variance", 0.5)])
+def test_noise_spread_matches_sigma_read_as_std_or_variance(registry, tmp_path, sigma_is, std):
     shape = TaskShape(3, 5, 15)
-    tasks = bind_latent(registry, tmp_path, "lasium-n", shape, sigma2=0.25)(200, torch.Generator().manual_seed(2))
+    source = bind_latent(registry, tmp_path, "lasium-n", shape, sigma=0.25, sigma_is=sigma_is)
+    tasks = source(200, torch.Generator().manual_seed(2))
     support, query = per_class(tasks.support_x.flatten(2), 3), per_class(tasks.query_x.flatten(2), 3)
     latents = torch.cat([support, query], 2)
     offsets = latents[:, :, 1:] - latents[:, :, :1]
-    assert offsets.std().item() == pytest.approx(0.5, rel=0.03)
+    assert offsets.std().item() == pytest.approx(std, rel=0.03)  # 'variance': sqrt(0.25) = 0.5
     assert offsets.mean().abs().item() < 0.01
+
+
+def test_lasium_n_defaults_to_the_authors_standard_deviation_of_half(registry):
+    params = {p.name: p.default for p in registry.get("sampler", "lasium-n").params}
+    assert params["sigma"] == 0.5 and params["sigma_is"] == "std"
 
 
 def test_noise_latents_function_without_decoding():
     anchors = torch.zeros(50, 4, 8)
-    new = lasium.noise_latents(anchors, 10, 4.0, torch.Generator().manual_seed(0))
+    new = lasium.noise_latents(anchors, 10, 2.0, torch.Generator().manual_seed(0))
     assert new.shape == (50, 4, 10, 8)
     assert new.std().item() == pytest.approx(2.0, rel=0.03)
 
@@ -158,6 +165,7 @@ def test_noise_latents_function_without_decoding():
 def test_random_out_points_lie_on_the_segment_toward_v_at_alpha(registry, tmp_path):
     shape = TaskShape(4, 2, 3)
     source = bind_latent(registry, tmp_path, "lasium-ro", shape, alpha=0.3, epsilon=0.0)
+    assert source.out_of_class_radius == 0.0  # none = epsilon
     source.model.prior_draws.clear()
     tasks = source(10, torch.Generator().manual_seed(3))
     anchors_draw, fresh = source.model.prior_draws  # epsilon 0: one anchor draw, then the v's
@@ -172,6 +180,34 @@ def test_random_out_points_lie_on_the_segment_toward_v_at_alpha(registry, tmp_pa
     torch.testing.assert_close(step.norm(dim=-1), 0.3 * (v - z).norm(dim=-1))
     cosine = torch.nn.functional.cosine_similarity(step, v - z, dim=-1)
     torch.testing.assert_close(cosine, torch.ones_like(cosine))
+
+
+def test_random_out_v_is_redrawn_until_out_of_the_radius_by_hand(registry, tmp_path):
+    shape, radius = TaskShape(3, 1, 4), 3.5  # N(0, I) in 6 dimensions: |v - z| ~ sqrt(12) = 3.5, half rejected
+    source = bind_latent(registry, tmp_path, "lasium-ro", shape, alpha=0.5, out_of_class_radius=radius)
+    source.model.prior_draws.clear()
+    tasks = source(40, torch.Generator().manual_seed(5))
+    anchors_draw, first, *redraws = source.model.prior_draws
+    assert redraws  # some v fell inside the radius and were redrawn
+    z = anchors_draw.view(40, 3, 1, LATENT_DIM)
+    # by hand: replay the rejection on the recorded draws
+    v = first.view(40, 3, 4, LATENT_DIM).clone()
+    for draw in redraws:
+        inside = (v - z).norm(dim=-1) < radius
+        assert int(inside.sum()) == len(draw)
+        v[inside] = draw
+    assert ((v - z).norm(dim=-1) >= radius).all()
+    latents = torch.cat([per_class(tasks.support_x.flatten(2), 3), per_class(tasks.query_x.flatten(2), 3)], 2)
+    torch.testing.assert_close(latents[:, :, 1:], z + 0.5 * (v - z))
+
+
+def test_random_out_radius_defaults_to_epsilon_and_fails_clearly_when_unreachable(registry, tmp_path):
+    assert bind_latent(registry, tmp_path, "lasium-ro", TaskShape(2, 1, 1), epsilon=0.5).out_of_class_radius == 0.5
+    source = bind_latent(
+        registry, tmp_path, "lasium-ro", TaskShape(2, 1, 1), out_of_class_radius=100.0, max_resamples=3
+    )
+    with pytest.raises(ConfigError, match=r"out_of_class_radius = 100 .*max_resamples = 3"):
+        source(4, torch.Generator().manual_seed(6))
 
 
 def test_other_class_points_move_toward_another_anchor_of_the_same_task(registry, tmp_path):
@@ -272,7 +308,7 @@ def test_ragged_split_images_are_used_without_padding():
 
 
 def test_samplers_are_registered_with_documented_params(registry):
-    for name, amount in [("lasium-n", "sigma2"), ("lasium-ro", "alpha"), ("lasium-oc", "alpha")]:
+    for name, amount in [("lasium-n", "sigma"), ("lasium-ro", "alpha"), ("lasium-oc", "alpha")]:
         spec = registry.get("sampler", name)
         names = {p.name for p in spec.params}
         assert {"model", "model_params", "epsilon", "max_resamples", amount} <= names

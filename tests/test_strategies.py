@@ -152,7 +152,7 @@ def test_lambda_one_gives_the_support_batch_and_zero_the_query_batch(name, layer
     _, _, encode = conv_encoder()
     strat = strategy(name, layers=[layer])
     plan = strat.plan(torch.Generator().manual_seed(3), tasks, 3)
-    assert plan.layer == layer
+    assert plan.layer == (layer,) * tasks.n_tasks
     pair = plan.tensors["pair"][1]
     per_pair = plan.tensors["lam"].shape[2] if plan.tensors["lam"].dim() == 3 else 1
     support = apply_task(strat, with_tensor(plan, "lam", torch.ones_like(plan.tensors["lam"])), encode, tasks, 1)
@@ -248,10 +248,44 @@ def test_tiny_beta_parameters_still_give_valid_weights():
 def test_layer_is_drawn_uniformly_from_the_candidates():
     tasks = make_tasks(0, n_tasks=1, x_shape=(1,))
     rng = torch.Generator().manual_seed(10)
-    default = [strategy("metamix").plan(rng, tasks, 4).layer for _ in range(400)]
+    default = [strategy("metamix", layer_per="meta-batch").plan(rng, tasks, 4).layer for _ in range(400)]
     assert sorted(set(default)) == [0, 1, 2, 3] and min(default.count(layer) for layer in range(4)) > 60
     chosen = {strategy("mixup-qq", layers=[1, 3]).plan(rng, tasks, 4).layer for _ in range(50)}
-    assert chosen == {1, 3}
+    assert chosen == {(1,), (3,)}
+
+
+@pytest.mark.parametrize("name", ["mixup-ss", "mixup-qq", *SUPPORT_QUERY_MIXING])
+def test_one_layer_per_task_by_default_as_metamix_algorithm_1_line_7(name):
+    tasks = make_tasks(0, n_tasks=400, x_shape=(1,))
+    per_task = strategy(name).plan(torch.Generator().manual_seed(30), tasks, 4).layer
+    assert isinstance(per_task, tuple) and len(per_task) == 400  # one independent uniform draw per task
+    assert min(per_task.count(layer) for layer in range(4)) > 60
+    shared = {
+        strategy(name, layer_per="meta-batch").plan(torch.Generator().manual_seed(s), tasks, 4).layer for s in range(40)
+    }
+    assert all(isinstance(layer, int) for layer in shared) and shared == {0, 1, 2, 3}
+
+
+def test_metamix_with_a_layer_per_task_mixes_each_task_at_its_own_layer_by_hand():
+    tasks = make_tasks(31, n_tasks=6, n_way=None, support=4, query=4, x_shape=(3,))
+    _, weights, encode = backbone_encoder("mlp", {"widths": [4, 4], "activation": "tanh"}, (3,), out_dim=2)
+    strat = strategy("metamix", layers=[0, 2], alpha=0.5, beta=0.5)
+    plan = strat.plan(torch.Generator().manual_seed(32), tasks, 3)
+    assert set(plan.layer) == {0, 2}  # six tasks, two candidates: both occur with this seed
+
+    def by_hand(x: Tensor, layer: int) -> Tensor:
+        if layer == 0:
+            return x
+        h = torch.tanh(x @ weights["blocks.0.1.weight"].T + weights["blocks.0.1.bias"])
+        return torch.tanh(h @ weights["blocks.1.0.weight"].T + weights["blocks.1.0.bias"])
+
+    for index, layer in enumerate(plan.layer):
+        outer = apply_task(strat, plan, encode, tasks, index)
+        hs, hq = by_hand(tasks.support_x[index], layer), by_hand(tasks.query_x[index], layer)
+        pair, lam = plan.tensors["pair"][index], plan.tensors["lam"][index]
+        assert outer.layer == layer
+        for j in range(4):
+            torch.testing.assert_close(outer.h[j], lam[j] * hs[pair[j]] + (1 - lam[j]) * hq[j])
 
 
 @pytest.mark.parametrize("name", MIXING)
@@ -275,7 +309,7 @@ def test_same_seed_same_mixed_batch_other_seed_another(name):
 def test_apply_under_vmap_equals_a_loop_over_tasks(name):
     tasks = make_tasks(14)
     _, _, encode = conv_encoder()
-    strat = strategy(name)
+    strat = strategy(name, **({"layer_per": "meta-batch"} if name in MIXING and name != "multimix" else {}))
     plan = strat.plan(torch.Generator().manual_seed(15), tasks, 3)
     support_t, query_t = tasks.soft_targets(tasks.support_y), tasks.soft_targets(tasks.query_y)
 
@@ -307,6 +341,41 @@ def test_multimix_combines_all_support_and_query_embeddings_with_dirichlet_weigh
         torch.testing.assert_close(outer.h[k], sum(weights[1, k, i] * h[i] for i in range(6)))
         torch.testing.assert_close(outer.targets[k], sum(weights[1, k, i] * t[i] for i in range(6)))
     assert strategy("multimix", n=7).plan(torch.Generator(), tasks, 3).tensors["weights"].shape == (3, 7, 6)
+
+
+def test_multimix_with_m_combines_a_random_subset_of_m_points_by_hand():
+    tasks = make_tasks(33, support=1, query=2)  # 6 points per task
+    _, _, encode = conv_encoder()
+    strat = strategy("multimix", layers=[2], m=2, n=50)
+    weights = strat.plan(torch.Generator().manual_seed(34), tasks, 3).tensors["weights"]
+    assert weights.shape == (3, 50, 6)
+    assert ((weights > 0).sum(-1) == 2).all()  # exactly m points per mixed sample
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 50))
+    chosen = (weights > 0).float().mean((0, 1))
+    assert (chosen > 0.15).all()  # every point takes part (expected 2/6 each)
+    plan = strat.plan(torch.Generator().manual_seed(34), tasks, 3)
+    outer = apply_task(strat, plan, encode, tasks, 2)
+    h = torch.cat([encode(tasks.support_x[2], 2), encode(tasks.query_x[2], 2)])
+    t = tasks.soft_targets(torch.cat([tasks.support_y[2], tasks.query_y[2]]))
+    for k in range(50):
+        i, j = (weights[2, k] > 0).nonzero().squeeze(1).tolist()
+        torch.testing.assert_close(outer.h[k], weights[2, k, i] * h[i] + weights[2, k, j] * h[j])
+        torch.testing.assert_close(outer.targets[k], weights[2, k, i] * t[i] + weights[2, k, j] * t[j])
+    full = strategy("multimix", m=None).plan(torch.Generator().manual_seed(34), tasks, 3).tensors["weights"]
+    assert (full > 0).all()  # the paper's default m = b: every point in every combination
+
+
+def test_multimix_clean_query_appends_the_query_samples_unmixed():
+    tasks = make_tasks(35, support=1, query=2)  # K_s = 2, K_q = 4
+    _, _, encode = conv_encoder()
+    strat = strategy("multimix", layers=[1], n=5, clean_query=True)
+    plan = strat.plan(torch.Generator().manual_seed(36), tasks, 3)
+    assert plan.tensors["weights"].shape == (3, 5 + 4, 6)
+    outer = apply_task(strat, plan, encode, tasks, 0)
+    torch.testing.assert_close(outer.h[5:], encode(tasks.query_x[0], 1), rtol=0, atol=0)
+    torch.testing.assert_close(outer.targets[5:], tasks.soft_targets(tasks.query_y[0]), rtol=0, atol=0)
+    plain = strategy("multimix", layers=[1], n=5).plan(torch.Generator().manual_seed(36), tasks, 3)
+    torch.testing.assert_close(plan.tensors["weights"][:, :5], plain.tensors["weights"], rtol=0, atol=0)
 
 
 def test_multimix_concentration_range_shapes_the_weights():

@@ -85,15 +85,37 @@ def sample_anchors(draw: AnchorDraw, n_tasks: int, epsilon: float, max_resamples
     return Anchors(latents, index, resamples)
 
 
-def noise_latents(anchors: Tensor, n_new: int, sigma2: float, rng: torch.Generator) -> Tensor:
-    """LASIUM-N: ``z' = z + e``, ``e ~ N(0, sigma2 I)``; ``[T, N, d] -> [T, N, n_new, d]``."""
+def noise_latents(anchors: Tensor, n_new: int, std: float, rng: torch.Generator) -> Tensor:
+    """LASIUM-N: ``z' = z + std · e``, ``e ~ N(0, I)``; ``[T, N, d] -> [T, N, n_new, d]``."""
     shape = (*anchors.shape[:2], n_new, anchors.shape[2])
     noise = torch.randn(shape, generator=rng, device=rng.device).to(anchors.device)
-    return anchors.unsqueeze(2) + sigma2**0.5 * noise
+    return anchors.unsqueeze(2) + std * noise
+
+
+def out_of_class_latents(
+    anchors: Tensor, n_new: int, radius: float, prior: Callable[[int], Tensor], max_resamples: int, *, where: str
+) -> Tensor:
+    """Random latents ``v [T, N, n_new, d]`` from the prior at Euclidean distance ``>= radius`` from their anchor
+    (LASIUM Sec. 3.1: "a random out-of-class sample"), by rejection; ``radius = 0`` accepts every draw."""
+    n_tasks, n_way, dim = anchors.shape
+    z = anchors.unsqueeze(2)
+    fresh = prior(n_tasks * n_way * n_new).view(n_tasks, n_way, n_new, dim).clone()  # redrawn in place below
+    inside = (fresh - z).norm(dim=-1) < radius
+    for _ in range(max_resamples):
+        if not inside.any():
+            return fresh
+        fresh[inside] = prior(int(inside.sum())).to(fresh.dtype)
+        inside = (fresh - z).norm(dim=-1) < radius
+    if inside.any():
+        raise ConfigError(
+            f"{where}: {int(inside.sum())} out-of-class latents still within out_of_class_radius = {radius:g} of "
+            f"their anchor after max_resamples = {max_resamples} redraws: choose a smaller radius"
+        )
+    return fresh
 
 
 def random_out_latents(anchors: Tensor, out_of_class: Tensor, alpha: float) -> Tensor:
-    """LASIUM-RO: ``z' = z + alpha (v - z)`` for fresh random latents ``v [T, N, n_new, d]``."""
+    """LASIUM-RO: ``z' = z + alpha (v - z)`` for random out-of-class latents ``v [T, N, n_new, d]``."""
     z = anchors.unsqueeze(2)
     return z + alpha * (out_of_class - z)
 
@@ -129,9 +151,10 @@ class LasiumSource:
 
     model: GenerativeModel
     in_class_sampling: InClassSampling
-    amount: float  # sigma2 for N, alpha for RO and OC
+    amount: float  # the noise's standard deviation for N, alpha for RO and OC
     shape: TaskShape
     epsilon: float
+    out_of_class_radius: float
     max_resamples: int
     where: str
     images: Tensor | None  # the real images the anchors are encoded from, or None for prior anchors
@@ -161,9 +184,14 @@ class LasiumSource:
         if self.in_class_sampling == "n":
             return noise_latents(anchors, n_new, self.amount, rng)
         if self.in_class_sampling == "ro":
-            n_tasks, n_way, _ = anchors.shape
-            fresh = self.model.sample_prior(n_tasks * n_way * n_new, rng).view(n_tasks, n_way, n_new, -1)
-            return random_out_latents(anchors, fresh, self.amount)
+
+            def prior(count: int) -> Tensor:
+                return self.model.sample_prior(count, rng).to(anchors.device)
+
+            out = out_of_class_latents(
+                anchors, n_new, self.out_of_class_radius, prior, self.max_resamples, where=self.where
+            )
+            return random_out_latents(anchors, out, self.amount)
         return other_class_latents(anchors, n_new, self.amount, rng)
 
     @torch.no_grad()
@@ -204,10 +232,12 @@ class LasiumSampler:
         anchors: str,
         epsilon: float,
         max_resamples: int,
+        out_of_class_radius: float | None = None,
     ):
         self.name, self.in_class_sampling, self.amount = name, in_class_sampling, amount
         self.model, self.model_params = model, dict(model_params)
         self.anchors, self.epsilon, self.max_resamples = anchors, epsilon, max_resamples
+        self.out_of_class_radius = epsilon if out_of_class_radius is None else out_of_class_radius
 
     def bind(self, split: Split, shape: TaskShape, context: SamplerContext, *, role: SplitName) -> TaskSource:
         where = f"sampler '{self.name}'"
@@ -258,6 +288,7 @@ class LasiumSampler:
             amount=self.amount,
             shape=shape,
             epsilon=self.epsilon,
+            out_of_class_radius=self.out_of_class_radius,
             max_resamples=self.max_resamples,
             where=where,
             images=images if encoded else None,
@@ -299,21 +330,48 @@ def _documented(factory: Callable[..., LasiumSampler]) -> Callable[..., LasiumSa
 @_documented
 @parameters(
     *COMMON_PARAMS,
-    Param("sigma2", float, 0.5, "variance of the in-class noise (paper Table 7: 0.5 best on Omniglot)", low=0),
+    Param(
+        "sigma",
+        float,
+        0.5,
+        "scale of the in-class noise, read as sigma_is says (paper Table 7: 0.5 best on Omniglot)",
+        low=0,
+    ),
+    Param(
+        "sigma_is",
+        str,
+        "std",
+        "how sigma is read: 'std', e ~ N(0, sigma^2 I), as the authors' Omniglot runs pass 0.5 to the noise's "
+        "standard deviation; or 'variance', e ~ N(0, sigma I), the paper's notation N(0, sigma^2) with Table 7's "
+        "value taken as sigma^2",
+        choices=("std", "variance"),
+    ),
 )
-def lasium_n(*, sigma2: float, **common: Any) -> LasiumSampler:
-    """LASIUM-N: in-class latents ``z' = z + e``, ``e ~ N(0, sigma2 I)``."""
-    return LasiumSampler("lasium-n", "n", sigma2, **common)
+def lasium_n(*, sigma: float, sigma_is: Literal["std", "variance"], **common: Any) -> LasiumSampler:
+    """LASIUM-N: in-class latents ``z' = z + e``, ``e`` Gaussian with standard deviation ``sigma`` (or ``sqrt(sigma)``
+    when ``sigma_is = 'variance'``)."""
+    return LasiumSampler("lasium-n", "n", sigma if sigma_is == "std" else sigma**0.5, **common)
 
 
 @_documented
 @parameters(
     *COMMON_PARAMS,
     Param("alpha", float, 0.2, "interpolation fraction toward v (paper Table 7: 0.2 or 0.4)", low=0, high=1),
+    Param(
+        "out_of_class_radius",
+        float,
+        None,
+        "v is redrawn from the prior while it lies within this Euclidean distance of the anchor, so that it is 'a "
+        "random out-of-class sample' (paper Sec. 3.1); none = epsilon, the distance the paper itself takes to "
+        "separate classes (anchors); 0 = no rejection, as the authors' code does",
+        low=0,
+        nullable=True,
+    ),
 )
-def lasium_ro(*, alpha: float, **common: Any) -> LasiumSampler:
-    """LASIUM-RO: in-class latents ``z' = z + alpha (v - z)`` toward random latents ``v`` from the prior."""
-    return LasiumSampler("lasium-ro", "ro", alpha, **common)
+def lasium_ro(*, alpha: float, out_of_class_radius: float | None, **common: Any) -> LasiumSampler:
+    """LASIUM-RO: in-class latents ``z' = z + alpha (v - z)`` toward random out-of-class latents ``v`` from the
+    prior, ``|v - z| >= out_of_class_radius``."""
+    return LasiumSampler("lasium-ro", "ro", alpha, out_of_class_radius=out_of_class_radius, **common)
 
 
 @_documented

@@ -9,6 +9,7 @@ from metabench import MixPlan, OuterBatch, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
     MIXUP_PARAMS,
+    LayerPer,
     PlanOnlyStrategy,
     check_layers,
     draw_beta,
@@ -22,19 +23,21 @@ from metabench.plugins.strategies.mixing import (
 
 @parameters(*MIXUP_PARAMS)
 class MetaMixStrategy(PlanOnlyStrategy):
-    """MetaMix: at a layer l drawn uniformly from ``layers``, ``X_mix = λ f^l(X_s) + (1 − λ) f^l(X_q)`` and
-    ``Y_mix = λ Y_s + (1 − λ) Y_q`` on soft targets, one ``λ_j ~ Beta(alpha, beta)`` per query sample; each query
-    sample is mixed with a support sample drawn at random (one-to-one when K_s ≥ K_q, with replacement when
-    K_s < K_q). The outer batch has the query set's size. Set alpha = beta = 0.5 for regression, as the paper does."""
+    """MetaMix: at a layer l drawn uniformly from ``layers`` (per task, Algorithm 1 line 7, or per meta-batch),
+    ``X_mix = λ f^l(X_s) + (1 − λ) f^l(X_q)`` and ``Y_mix = λ Y_s + (1 − λ) Y_q`` on soft targets, one
+    ``λ_j ~ Beta(alpha, beta)`` per query sample; each query sample is mixed with a support sample drawn at random
+    (one-to-one when K_s ≥ K_q, with replacement when K_s < K_q). The outer batch has the query set's size. Set
+    alpha = beta = 0.5 for regression, as the paper does."""
 
-    def __init__(self, layers: list[int] | None, alpha: float, beta: float):
+    def __init__(self, layers: list[int] | None, layer_per: LayerPer, alpha: float, beta: float):
         self.layers = check_layers(layers)
+        self.layer_per = layer_per
         self.alpha = alpha
         self.beta = beta
 
     def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
         n_tasks, n_support, n_query = meta_batch_sizes(tasks)
-        layer = draw_layer(rng, self.layers, n_layers)
+        layer = draw_layer(rng, self.layers, n_layers, n_tasks, self.layer_per)
         pair = draw_pairing(rng, n_tasks, n_support, n_query)
         return make_plan(layer, tasks, pair=pair, lam=draw_beta(rng, self.alpha, self.beta, (n_tasks, n_query)))
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from metabench import MixPlan, Param, parameters
 from metabench.plugins.strategies.metamix import MetaMixStrategy
-from metabench.plugins.strategies.mixing import MIXUP_PARAMS
+from metabench.plugins.strategies.mixing import MIXUP_PARAMS, LayerPer
 
 
 @parameters(
@@ -32,8 +32,8 @@ class MetaMixUpStrategy(MetaMixStrategy):
     task's λ steps on its own task's held-out loss). The paper maps λ back with a sigmoid; metabench clips, so that λ
     keeps its meaning as a mixing weight. The refined λ is a constant for the outer loss."""
 
-    def __init__(self, layers: list[int] | None, alpha: float, beta: float, lambda_lr: float):
-        super().__init__(layers, alpha, beta)
+    def __init__(self, layers: list[int] | None, layer_per: LayerPer, alpha: float, beta: float, lambda_lr: float):
+        super().__init__(layers, layer_per, alpha, beta)
         self.lambda_lr = lambda_lr
 
     def refine(self, plan: MixPlan, heldout_loss: Callable[[MixPlan], Tensor]) -> MixPlan:

@@ -7,6 +7,7 @@ arithmetic (``mix``, ``combine``, ``mix_support_query``) is pure tensor code on 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -18,8 +19,9 @@ LAYERS_PARAM = Param(
     "layers",
     list,
     None,
-    "candidate mixing layers C (0 = inputs, n_layers-1 = the representation before the head); one is drawn "
-    "uniformly per meta-batch; none = every mixable layer of the backbone",
+    "candidate mixing layers C (0 = inputs, n_layers-1 = the representation before the head), drawn uniformly "
+    "per task or per meta-batch (layer_per; once per meta-batch where a strategy has no layer_per); none = every "
+    "mixable layer of the backbone",
     item_type=int,
     low=0,
     nullable=True,
@@ -35,7 +37,17 @@ BETA_PARAMS = (
     ),
     Param("beta", float, 2.0, "Beta(alpha, beta) parameter beta of the mixing weight λ (see alpha)", low=1e-3),
 )
-MIXUP_PARAMS = (LAYERS_PARAM, *BETA_PARAMS)
+LAYER_PER_PARAM = Param(
+    "layer_per",
+    str,
+    "task",
+    "how often the mixing layer is drawn: once per task, as MetaMix Algorithm 1 (line 7, inside the loop over "
+    "tasks) does, or once per meta-batch, shared by its tasks (cheaper: one vectorized pass instead of one per "
+    "distinct layer)",
+    choices=("task", "meta-batch"),
+)
+MIXUP_PARAMS = (LAYERS_PARAM, LAYER_PER_PARAM, *BETA_PARAMS)
+LayerPer = Literal["task", "meta-batch"]
 
 
 class PlanOnlyStrategy:
@@ -54,8 +66,12 @@ def check_layers(layers: list[int] | None) -> list[int] | None:
     return layers
 
 
-def draw_layer(rng: torch.Generator, layers: list[int] | None, n_layers: int) -> int:
-    """One mixing layer, uniform over the candidates, shared by the meta-batch (a vmapped apply cannot branch)."""
+def draw_layer(
+    rng: torch.Generator, layers: list[int] | None, n_layers: int, n_tasks: int, per: LayerPer
+) -> int | tuple[int, ...]:
+    """Mixing layers, uniform over the candidates: one shared by the meta-batch (``per = "meta-batch"``), or one per
+    task (``per = "task"``), which a learner runs as one vectorized pass per distinct layer (a vmapped computation
+    cannot branch per task)."""
     candidates = list(range(n_layers)) if layers is None else layers
     missing = sorted({layer for layer in candidates if layer >= n_layers})
     if missing:
@@ -63,7 +79,8 @@ def draw_layer(rng: torch.Generator, layers: list[int] | None, n_layers: int) ->
             f"strategy parameter 'layers' = {layers}: layer(s) {missing} do not exist; this backbone's mixable layers "
             f"are 0..{n_layers - 1}"
         )
-    return candidates[int(torch.randint(len(candidates), (), generator=rng))]
+    index = torch.randint(len(candidates), (n_tasks if per == "task" else 1,), generator=rng).tolist()
+    return tuple(candidates[i] for i in index) if per == "task" else candidates[index[0]]
 
 
 def _log_gamma(rng: torch.Generator, concentration: Tensor) -> Tensor:
@@ -110,7 +127,7 @@ def meta_batch_sizes(tasks: TaskBatch) -> tuple[int, int, int]:
     return tasks.n_tasks, tasks.support_x.shape[1], tasks.query_x.shape[1]
 
 
-def make_plan(layer: int, tasks: TaskBatch, **tensors: Tensor) -> MixPlan:
+def make_plan(layer: int | tuple[int, ...], tasks: TaskBatch, **tensors: Tensor) -> MixPlan:
     """A plan whose tensors (drawn on the CPU generator) live on the tasks' device."""
     return MixPlan(layer, {name: tensor.to(tasks.device) for name, tensor in tensors.items()})
 

@@ -15,6 +15,7 @@ from metabench.plugins.strategies.mixing import (
     combine,
     draw_dirichlet,
     draw_layer,
+    draw_permutations,
     make_plan,
     meta_batch_sizes,
 )
@@ -33,13 +34,40 @@ DEFAULT_SIZE_FACTOR = 4  # n = 4 (K_s + K_q) when n is not given: "n ≫ b" at a
         low=1e-3,
     ),
     Param("alpha_high", float, 2.0, "upper end of the Dirichlet concentration's range", low=1e-3),
+    Param(
+        "m",
+        int,
+        None,
+        "points combined per mixed sample, a random subset of the task's support and query points with Dirichlet "
+        "weights over it (MultiMix Sec. 4.6, 'Number m of examples being interpolated'); none = all of them, the "
+        "paper's default m = b. In a few-shot task all ~30 points give near-uniform soft targets: m = 2 or 3 keeps "
+        "the targets informative",
+        low=1,
+        nullable=True,
+    ),
+    Param(
+        "clean_query",
+        bool,
+        False,
+        "also keep the clean query samples in the outer batch, beside the n mixed ones (each counts as one sample of "
+        "the n + K_q averaged); false = the mixed samples replace the task, as in the paper",
+    ),
 )
 class MultiMixStrategy(PlanOnlyStrategy):
     """MultiMix: at a layer l drawn uniformly from ``layers``, ``n`` convex combinations of *all* support and query
-    embeddings of a task (m = K_s + K_q), each with its own weights ``λ_k ~ Dir(a_k)`` and ``a_k ~ U[alpha_low,
-    alpha_high]``; soft targets combined with the same weights. The outer batch has ``n`` samples."""
+    embeddings of a task (or of a random subset of ``m`` of them), each with its own weights ``λ_k ~ Dir(a_k)`` and
+    ``a_k ~ U[alpha_low, alpha_high]``; soft targets combined with the same weights. The outer batch has ``n``
+    samples, plus the ``K_q`` clean query samples when ``clean_query`` is set."""
 
-    def __init__(self, layers: list[int] | None, n: int | None, alpha_low: float, alpha_high: float):
+    def __init__(
+        self,
+        layers: list[int] | None,
+        n: int | None,
+        alpha_low: float,
+        alpha_high: float,
+        m: int | None,
+        clean_query: bool,
+    ):
         if alpha_low > alpha_high:
             raise ConfigError(
                 f"strategy 'multimix' parameters alpha_low = {alpha_low} > alpha_high = {alpha_high}: the Dirichlet "
@@ -49,15 +77,23 @@ class MultiMixStrategy(PlanOnlyStrategy):
         self.n = n
         self.alpha_low = alpha_low
         self.alpha_high = alpha_high
+        self.m = m
+        self.clean_query = clean_query
 
     def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
         n_tasks, n_support, n_query = meta_batch_sizes(tasks)
         size = n_support + n_query
         n_mixed = self.n if self.n is not None else DEFAULT_SIZE_FACTOR * size
-        layer = draw_layer(rng, self.layers, n_layers)
+        layer = draw_layer(rng, self.layers, n_layers, n_tasks, "meta-batch")
         low, high = self.alpha_low, self.alpha_high
         concentration = low + (high - low) * torch.rand(n_tasks, n_mixed, generator=rng, dtype=torch.float64)
-        return make_plan(layer, tasks, weights=draw_dirichlet(rng, concentration, size))
+        m = size if self.m is None else min(self.m, size)
+        subset = draw_permutations(rng, n_tasks * n_mixed, size)[:, :m].view(n_tasks, n_mixed, m)
+        weights = torch.zeros(n_tasks, n_mixed, size).scatter_(2, subset, draw_dirichlet(rng, concentration, m))
+        if self.clean_query:  # one-hot rows: query sample j "combines" only itself
+            clean = torch.eye(size)[n_support:].expand(n_tasks, n_query, size)
+            weights = torch.cat([weights, clean], dim=1)
+        return make_plan(layer, tasks, weights=weights)
 
     def apply(
         self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor

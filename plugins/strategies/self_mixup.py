@@ -11,6 +11,7 @@ from metabench import MixPlan, OuterBatch, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
     MIXUP_PARAMS,
+    LayerPer,
     PlanOnlyStrategy,
     check_layers,
     draw_beta,
@@ -29,16 +30,24 @@ class SelfMixupStrategy(PlanOnlyStrategy):
     beta)``; targets likewise.
     """
 
-    def __init__(self, source: Literal["support", "query"], layers: list[int] | None, alpha: float, beta: float):
+    def __init__(
+        self,
+        source: Literal["support", "query"],
+        layers: list[int] | None,
+        layer_per: LayerPer,
+        alpha: float,
+        beta: float,
+    ):
         self.source = source
         self.layers = check_layers(layers)
+        self.layer_per = layer_per
         self.alpha = alpha
         self.beta = beta
 
     def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
         n_tasks, n_support, n_query = meta_batch_sizes(tasks)
         size = n_support if self.source == "support" else n_query
-        layer = draw_layer(rng, self.layers, n_layers)
+        layer = draw_layer(rng, self.layers, n_layers, n_tasks, self.layer_per)
         perm = draw_permutations(rng, n_tasks, size)
         return make_plan(layer, tasks, perm=perm, lam=draw_beta(rng, self.alpha, self.beta, (n_tasks, size)))
 
@@ -52,14 +61,14 @@ class SelfMixupStrategy(PlanOnlyStrategy):
 
 
 @parameters(*MIXUP_PARAMS)
-def mixup_support(layers: list[int] | None, alpha: float, beta: float) -> SelfMixupStrategy:
+def mixup_support(layers: list[int] | None, layer_per: LayerPer, alpha: float, beta: float) -> SelfMixupStrategy:
     """Mixup(Ds,Ds): at a layer l drawn uniformly from ``layers``, each support sample is mixed with a sample of a
     random permutation of the support set, ``λ_j ~ Beta(alpha, beta)`` per sample; soft targets mixed the same way."""
-    return SelfMixupStrategy("support", layers, alpha, beta)
+    return SelfMixupStrategy("support", layers, layer_per, alpha, beta)
 
 
 @parameters(*MIXUP_PARAMS)
-def mixup_query(layers: list[int] | None, alpha: float, beta: float) -> SelfMixupStrategy:
+def mixup_query(layers: list[int] | None, layer_per: LayerPer, alpha: float, beta: float) -> SelfMixupStrategy:
     """Mixup(Dq,Dq): at a layer l drawn uniformly from ``layers``, each query sample is mixed with a sample of a
     random permutation of the query set, ``λ_j ~ Beta(alpha, beta)`` per sample; support and query never mix."""
-    return SelfMixupStrategy("query", layers, alpha, beta)
+    return SelfMixupStrategy("query", layers, layer_per, alpha, beta)
