@@ -34,6 +34,8 @@ from torch.func import functional_call
 
 N_WAY, K_SHOT, IMAGE = 5, 1, (1, 28, 28)
 INNER_LR, META_LR = 0.4, 1e-3
+TARGETS = {"maml": 1.5, "fomaml": 1.5, "protonet": 1.0}
+"""Speed-up over the reference that issue #16 asks of the best path on CPU; a missed one prints the step's profile."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,16 @@ def peak_in_fresh_process(row: Row, path: str, device: str, threads: int) -> flo
         return pool.apply(peak_memory, (row, path, device, threads))
 
 
+def profile_of(row: Row, path: str, device: torch.device, steps: int = 3) -> str:
+    """Where one meta-step of ``path`` spends its time: torch profiler, top operators by self time."""
+    step = make_step(row, path, device)
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step()
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", choices=sorted(ROWS), default=sorted(ROWS))
@@ -254,6 +266,7 @@ def main() -> None:
     if args.paths:
         rows = [replace(row, paths=tuple(args.paths)) for row in rows]
     table = []
+    speedups: dict[tuple[Row, str], float] = {}
     for row in rows:
         load_before = os.getloadavg()[0]
         seconds = (
@@ -269,6 +282,7 @@ def main() -> None:
         )
         reference = "plain ProtoNets" if row.learner == "protonet" else "l2l-style loop"
         for path in row.paths:
+            speedups[row, path] = seconds["reference"] / seconds[path]
             table.append(
                 [
                     row.config,
@@ -289,6 +303,21 @@ def main() -> None:
         f"median of {args.rounds} alternating steps after {args.warmup} warm-up; peak MiB = path / reference"
     )
     print(tabulate(table, headers=headers, tablefmt="github"))
+    if args.no_timing or device.type != "cpu":
+        return
+    print("\nTargets on CPU (the best metabench path against the reference):")
+    for row in rows:
+        if row.learner not in TARGETS:
+            continue
+        best = max(row.paths, key=lambda path: speedups[row, path])
+        target = TARGETS[row.learner]
+        verdict = "met" if speedups[row, best] >= target else "MISSED"
+        print(
+            f"  ({row.config}) {row.learner} {row.inner_steps} step(s): {speedups[row, best]:.2f}x with path {best}, "
+            f"target >= {target}x: {verdict}"
+        )
+        if verdict == "MISSED":
+            print(f"    where one step of path {best} spends its time:\n{profile_of(row, best, device)}")
 
 
 if __name__ == "__main__":
