@@ -312,8 +312,9 @@ def main() -> None:
         best = max(row.paths, key=lambda path: speedups[row, path])
         target = TARGETS[row.learner]
         verdict = "met" if speedups[row, best] >= target else "MISSED"
+        steps = "" if row.learner == "protonet" else f" {row.inner_steps} step(s)"
         print(
-            f"  ({row.config}) {row.learner} {row.inner_steps} step(s): {speedups[row, best]:.2f}x with path {best}, "
+            f"  ({row.config}) {row.learner}{steps}: {speedups[row, best]:.2f}x with path {best}, "
             f"target >= {target}x: {verdict}"
         )
         if verdict == "MISSED":
