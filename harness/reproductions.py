@@ -143,9 +143,12 @@ def _matches(record: dict[str, Any], claim: Claim, cell: Cell) -> bool:
     )
 
 
-def _scale(config: dict[str, Any]) -> str:
+def _scale(record: dict[str, Any]) -> str:
+    """The scale a record ran at, in words; a regression protocol's ``n_way`` is unused, so it is not shown."""
+    config = record["config"]
     protocol, training = config["protocol"], config["training"]
-    shape = f"{protocol['n_way']}-way {protocol['k_shot']}-shot" if protocol.get("n_way") else "regression"
+    classification = (record.get("metric") or {}).get("name", "accuracy") == "accuracy" and protocol.get("n_way")
+    shape = f"{protocol['n_way']}-way {protocol['k_shot']}-shot" if classification else f"{protocol['k_shot']}-point"
     return (
         f"{config.get('profile') or '-'}: {config['dataset']['label']} {shape}, {training['meta_steps']} steps × "
         f"{training['meta_batch']} tasks (Adam {training.get('meta_lr', '-')}), {config['backbone']['label']} "
@@ -185,13 +188,13 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
     made; the paper's profile first), or one 'not run'."""
     ok = [r for r in records if r["status"] == "ok" and r["config"]["benchmark"] == claim.benchmark]
     scales = sorted(
-        {(r["config"].get("profile") or "-", _scale(r["config"])) for r in ok},
+        {(r["config"].get("profile") or "-", _scale(r)) for r in ok},
         key=lambda key: (key[0] != claim.paper_profile, key),
     )
     factor = UNITS[claim.units]
     verdicts = []
     for profile, scale in scales:
-        at = [r for r in ok if (r["config"].get("profile") or "-", _scale(r["config"])) == (profile, scale)]
+        at = [r for r in ok if (r["config"].get("profile") or "-", _scale(r)) == (profile, scale)]
         runs = [[r for r in at if _matches(r, claim, cell)] for cell in claim.cells]
         ours = tuple(
             "not run"
