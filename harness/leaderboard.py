@@ -171,8 +171,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     table["p_value"] = [c[1] for c in compared]
     table["baseline"] = [c[2] for c in compared]
     table["not_tested"] = [c[3] for c in compared]
-    # lower is better for a regression error: rank on the score signed so that larger is better
-    signed = table["mean"].where(table["higher_is_better"], -table["mean"])
+    signed = signed_mean(table)
     table["rank"] = signed.groupby([table["benchmark"], table["profile"]]).rank(ascending=False, method="min")
     return table.sort_values(["benchmark", "profile", "rank"]).reset_index(drop=True)
 
@@ -207,10 +206,21 @@ def _number(value: float, scale: float, digits: int = 2) -> str:
     return "" if value is None or np.isnan(value) else f"{value * scale:.{digits}f}"
 
 
+def signed_mean(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's mean signed so that larger is better (a regression error ranks by its negation)."""
+    return cells["mean"].where(cells["higher_is_better"], -cells["mean"])
+
+
+def metric_display(cells: pd.DataFrame) -> tuple[float, str]:
+    """How a benchmark's scores are shown: accuracy in percent, any other metric as recorded, with its direction."""
+    metric = cells["metric"].iloc[0]
+    if metric == "accuracy":
+        return 100.0, "accuracy %"
+    return 1.0, f"{metric} ({'higher' if bool(cells['higher_is_better'].iloc[0]) else 'lower'} is better)"
+
+
 def _markdown_table(cells: pd.DataFrame) -> str:
-    accuracy = cells["metric"].iloc[0] == "accuracy"
-    scale = 100.0 if accuracy else 1.0
-    unit = "accuracy %" if accuracy else f"{cells['metric'].iloc[0]} (lower is better)"
+    scale, unit = metric_display(cells)
     rows = []
     for cell in cells.itertuples():
         mean = _number(cell.mean, scale)

@@ -31,13 +31,8 @@ def marks(p_value: float) -> str:
 
 
 def _best(group: pd.DataFrame) -> pd.Series:
-    signed = group["mean"].where(group["higher_is_better"], -group["mean"])
+    signed = leaderboard.signed_mean(group)
     return signed == signed.max()
-
-
-def _scale(cells: pd.DataFrame) -> tuple[float, str]:
-    metric = cells["metric"].iloc[0]
-    return (100.0, "accuracy (\\%)") if metric == "accuracy" else (1.0, f"{metric} (lower is better)")
 
 
 def _groups(cells: pd.DataFrame) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
@@ -66,7 +61,8 @@ def render_latex(cells: pd.DataFrame) -> str:
         f"* p < {SIGNIFICANCE}, ** p < 0.01",
     ]
     for (benchmark, profile), group in _groups(cells):
-        scale, unit = _scale(group)
+        scale, unit = leaderboard.metric_display(group)
+        unit = latex_escape(unit)
         title = latex_escape(benchmark) + ("" if profile == "-" else f" (profile {latex_escape(profile)})")
         label = re.sub(r"[^A-Za-z0-9]+", "-", benchmark if profile == "-" else f"{benchmark}-{profile}").strip("-")
         parts += [
@@ -117,7 +113,7 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
         f"{SIGNIFICANCE}, ** p &lt; 0.01.</p>",
     ]
     for (benchmark, profile), group in _groups(cells):
-        scale, unit = _scale(group)
+        scale, unit = leaderboard.metric_display(group)
         title = html.escape(benchmark) + ("" if profile == "-" else f" <small>(profile {html.escape(profile)})</small>")
         body.append(f"<h2>{title}</h2>")
         rows, curves = [], []
@@ -136,7 +132,7 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
                 + f'<td class="num{" best" if cell.best else ""}">{score}</td>'
                 + f'<td class="num">{delta}</td><td class="num">{p_value}</td><td class="num">{cell.seeds}</td></tr>'
             )
-        headers = ["sampler", "learner", "strategy", html.escape(unit.replace("\\", "")), "Δ", "p", "seeds"]
+        headers = ["sampler", "learner", "strategy", html.escape(unit), "Δ", "p", "seeds"]
         body.append(
             "<table><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in headers)
