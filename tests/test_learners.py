@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -276,6 +277,37 @@ def test_learned_lambda_step_lowers_the_heldout_loss_the_learner_provides(learne
     before, after = spy.lambdas
     assert not torch.allclose(before, after)
     assert spy.losses[1] < spy.losses[0]
+
+
+class DifferentiablePlan(RefineSpy):
+    """MetaMix whose refined λ is a leaf that wants its own gradient from the outer loss."""
+
+    def refine(self, plan, heldout_loss):
+        self.lam = plan.tensors["lam"].detach().clone().requires_grad_()
+        return replace(plan, tensors={**plan.tensors, "lam": self.lam})
+
+
+def test_a_differentiable_plan_gets_the_same_gradients_on_both_paths():
+    grads = {}
+    for path in ("vmap", "loop"):
+        learner, params = bound("maml", {"vectorize": path}, **CONV)
+        strategy = DifferentiablePlan(build("strategy", "metamix"))
+        loss, _ = learner.meta_loss(params, image_tasks(), strategy, torch.Generator().manual_seed(0))
+        loss.backward()
+        grads[path] = torch.cat([strategy.lam.grad.flatten(), *(p.grad.flatten() for p in params.values())])
+    assert grads["loop"][:3].abs().min() > 0
+    assert torch.allclose(grads["vmap"], grads["loop"], rtol=1e-6, atol=1e-12)
+
+
+def test_the_per_task_loop_returns_a_loss_to_differentiate_once():
+    learner, params = bound("maml", {"vectorize": "loop"}, **CONV)
+    strategy = build("strategy", "query")
+    loss, _ = learner.meta_loss(params, image_tasks(), strategy, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        again, _ = learner.meta_loss(params, image_tasks(), strategy, torch.Generator().manual_seed(0))
+    assert float(loss.detach()) == pytest.approx(float(again), rel=1e-12)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params.values())
 
 
 # -------------------------------------------------------------------------------------------------------- ProtoNets

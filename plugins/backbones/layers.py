@@ -25,10 +25,26 @@ def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     changes the rounding only; tests/test_learners.py checks every path against finite differences.
     """
     if not under_vmap():
-        if h.dim() == 4:
-            h = h.contiguous(memory_format=torch.channels_last)
-        return F.batch_norm(h, None, None, weight, bias, training=True, eps=eps)
+        return F.batch_norm(channels_last(h), None, None, weight, bias, training=True, eps=eps)
     return batch_norm_primitives(h, weight, bias, eps)
+
+
+def channels_last(h: Tensor) -> Tensor:
+    """Images ``h [B, C, H, W]`` with channels-last strides (other tensors as they are).
+
+    With one channel both layouts hold the same bytes and ``contiguous(memory_format=...)`` keeps the channels-first
+    strides, which make the convolution after it answer channels-first and the batch norm after that copy its output
+    (benchmarks/README.md); so a single channel gets the channels-last strides explicitly.
+    """
+    if h.dim() != 4:
+        return h
+    if h.shape[1] != 1:
+        return h.contiguous(memory_format=torch.channels_last)
+    batch, _, height, width = h.shape
+    strides = (height * width, 1, width, 1)
+    if h.stride() == strides:
+        return h
+    return torch.empty_strided(h.shape, strides, dtype=h.dtype, device=h.device).copy_(h)
 
 
 def batch_norm_primitives(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -71,6 +87,8 @@ class LayeredNet(nn.Module):
 
     def forward(self, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         last = self.n_layers - 1
+        if not under_vmap():
+            h = channels_last(h)
         for block in self.blocks[start : last if stop is None else stop]:
             h = block(h)
         return self.head(h) if stop is None else h

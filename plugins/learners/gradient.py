@@ -10,6 +10,7 @@ from metabench import OuterBatch, Param, TaskBatch
 from metabench.interfaces import Params, Strategy, TaskType
 from metabench.plugins.learners.functional import (
     VECTORIZE,
+    Adapt,
     InnerLoop,
     Network,
     OuterObjective,
@@ -105,15 +106,20 @@ class GradientLearner:
         return None
 
     # --------------------------------------------------------------------------------------------------- training
-    def adapt_all(self, params: Params, tasks: TaskBatch, steps: int, first_order: bool) -> Params:
-        """Fast weights of every task (adapted parameters only), with a task dimension."""
+    def adapter(self, tasks: TaskBatch, steps: int, first_order: bool) -> Adapt:
+        """One task's fast weights (adapted parameters only) after ``steps`` inner steps."""
         loss = task_loss(tasks)
 
-        def one_task(shared: Params, batch: tuple[Tensor, Tensor]) -> Params:
-            return self.inner.adapt(shared, *batch, loss, steps, first_order)
+        def one_task(shared: Params, support: tuple[Tensor, Tensor]) -> Params:
+            return self.inner.adapt(shared, *support, loss, steps, first_order)
 
+        return one_task
+
+    def adapt_all(self, params: Params, tasks: TaskBatch, steps: int, first_order: bool) -> Params:
+        """Fast weights of every task (adapted parameters only), with a task dimension."""
         support = (tasks.support_x, tasks.soft_targets(tasks.support_y))
-        return map_tasks(one_task, params, support, use_vmap(self.vectorize, tasks.device, self.network))
+        vmap = use_vmap(self.vectorize, tasks.device, self.network)
+        return map_tasks(self.adapter(tasks, steps, first_order), params, support, vmap)
 
     def query_losses(self, params: Params, fast: Params, tasks: TaskBatch) -> Tensor:
         """Per-task loss ``[T]`` of the fast weights on the query set."""
@@ -136,8 +142,8 @@ class GradientLearner:
     def meta_loss(
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
-        fast = self.adapt_all(params, tasks, self.inner_steps, self.first_order)
-        loss = self.objective(strategy, tasks).meta_loss(params, fast, tasks, rng)
+        adapt = self.adapter(tasks, self.inner_steps, self.first_order)
+        loss = self.objective(strategy, tasks).meta_loss(params, adapt, tasks, rng)
         return loss, {"loss": float(loss.detach())}
 
     # ------------------------------------------------------------------------------------------------- evaluation

@@ -100,8 +100,7 @@ class ProtoNet:
         vmap = use_vmap(self.vectorize, tasks.device, self.network)
         objective = OuterObjective(self.network, strategy, soft_cross_entropy, self.predict, self.lookahead_lr, vmap)
         # The lookahead of learned-λ strategies steps every parameter: ProtoNets' "fast weights" are the meta-weights.
-        fast = {name: value.expand(tasks.n_tasks, *value.shape) for name, value in params.items()}
-        loss = objective.meta_loss(params, fast, tasks, rng)
+        loss = objective.meta_loss(params, lambda shared, support: shared, tasks, rng)
         return loss, {"loss": float(loss.detach())}
 
     @torch.no_grad()
