@@ -195,6 +195,7 @@ PAIRS = [
     ("tnet", "metamix"),
     ("tnet", "query"),
     ("protonet", "metamix"),
+    ("protonet", "metamixup"),
 ]
 
 
