@@ -20,12 +20,11 @@ def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
 
     Under ``vmap``: written from mean/var/rsqrt, because ``vmap`` through ``F.batch_norm`` gives wrong second-order
     meta-gradients (1% off in float64, pytorch/functorch issue 534); these primitives batch correctly. Elsewhere the
-    native kernel, exact there and about half the primitives' cost, on images in channels-last layout: it carries on
-    through ReLU, max-pooling (30-50x faster so on CPU) and the next convolution (benchmarks/README.md). The layout
-    changes the rounding only; tests/test_learners.py checks every path against finite differences.
+    native kernel on channels-first images: its channels-last CPU kernel, 6x faster, sums each channel's N*H*W values
+    one after another in float32 and put float32 meta-gradients 1e-2 off (benchmarks/README.md, tests/test_float32.py).
     """
     if not under_vmap():
-        return F.batch_norm(channels_last(h), None, None, weight, bias, training=True, eps=eps)
+        return F.batch_norm(h.contiguous(), None, None, weight, bias, training=True, eps=eps)
     return batch_norm_primitives(h, weight, bias, eps)
 
 
@@ -33,8 +32,8 @@ def channels_last(h: Tensor) -> Tensor:
     """Images ``h [B, C, H, W]`` with channels-last strides (other tensors as they are).
 
     With one channel both layouts hold the same bytes and ``contiguous(memory_format=...)`` keeps the channels-first
-    strides, which make the convolution after it answer channels-first and the batch norm after that copy its output
-    (benchmarks/README.md); so a single channel gets the channels-last strides explicitly.
+    strides, which make the convolution after it answer channels-first, 10x slower (benchmarks/README.md); so a
+    single channel gets the channels-last strides explicitly.
     """
     if h.dim() != 4:
         return h
@@ -50,7 +49,9 @@ def channels_last(h: Tensor) -> Tensor:
 def batch_norm_primitives(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """:func:`batch_norm` from mean/var/rsqrt, which batch correctly under ``vmap`` at every order."""
     dims = [0, *range(2, h.dim())]
-    var, mean = torch.var_mean(h, dim=dims, correction=0, keepdim=True)
+    # Two passes, not torch.var_mean: under vmap, float32 var_mean put 1-step meta-gradients 1e-2 off (test_float32.py).
+    mean = h.mean(dim=dims, keepdim=True)
+    var = (h - mean).square().mean(dim=dims, keepdim=True)
     shape = [1, -1] + [1] * (h.dim() - 2)
     # Fold the normalisation into one scale and shift per channel: two full-size operations instead of four.
     scale = torch.rsqrt(var + eps) * weight.view(shape)
