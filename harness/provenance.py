@@ -366,6 +366,7 @@ def _how(before: str | None, now: str | None) -> str:
     return "added" if before is None else "removed" if now is None else "changed"
 
 
+@functools.cache  # per process: a library upgraded under a running process is not what it runs
 def _version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)

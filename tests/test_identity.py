@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from benchmark_files import metabench_process, write_benchmark
 
-from metabench import provenance, results
+from metabench import config, probe, provenance, results, runner
 
 LEARNER = """
     '''MAML with its own inner step size: the component whose code the tests edit.'''
@@ -204,3 +204,14 @@ def test_records_without_a_probe_say_so(tmp_path, fakes, capsys):
     assert main(["verify", str(out)]) == 1
     text = capsys.readouterr().out
     assert "no probe" in text and "1 without probe" in text
+
+
+def test_the_probe_changes_no_number_of_the_run(tmp_path, fake_registry, monkeypatch):
+    bench = write_benchmark(tmp_path / "b.toml", "fake", {"training.meta_steps": 6, "grid.strategies": ["query"]})
+    (spec,) = config.load_benchmark(bench, fake_registry)
+    probed = runner.run(spec, fake_registry, runner.RunOptions(out=tmp_path / "a", device="cpu", progress=False))
+    monkeypatch.setattr(probe, "observe", lambda *args, **kwargs: None)
+    plain = runner.run(spec, fake_registry, runner.RunOptions(out=tmp_path / "b", device="cpu", progress=False))
+    assert probed["probe"]["steps"] == 6 and plain["probe"] is None
+    for key in ("metrics", "curves", "diagnostics", "meta_overfitting", "best_step"):
+        assert json.dumps(probed[key]) == json.dumps(plain[key]), key
