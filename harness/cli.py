@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import leaderboard, plan, reproductions, show, tables
+from metabench import leaderboard, plan, reproductions, show, tables, verify
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -222,6 +222,10 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, registry: Registry) -> int:
+    return verify.verify(args.results, registry, args.steps)
+
+
 def _reproductions(args: argparse.Namespace, registry: Registry) -> int:
     path, verdicts = reproductions.write_reproductions(args.claims, args.results)
     for verdict in verdicts:
@@ -312,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("run", help="a config-hash prefix or a label glob (sampler/learner/strategy/seed=N)")
     shown.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     shown.set_defaults(handler=_show)
+
+    checked = sub.add_parser(
+        "verify", help="replay the first meta-steps of stale records; re-stamp those that match as verified"
+    )
+    checked.add_argument("results", type=Path, nargs="?", default=Path("results"), help="default: results/")
+    checked.add_argument(
+        "--steps", type=int, default=None, help="meta-steps to replay (default: all of each record's probe, <= 10)"
+    )
+    checked.set_defaults(handler=_verify)
 
     repro = sub.add_parser("reproductions", help="judge the papers' claims against the records: REPRODUCTIONS.md")
     repro.add_argument(

@@ -50,7 +50,8 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def staleness(record: dict[str, Any], registry: Registry | None) -> str:
-    """Why ``record`` was made by other code than the installed one (``""`` when it was not, or unknown)."""
+    """Why ``record`` was made by other code than the installed one (``""`` when it was not, when a replay under the
+    installed code matched its probe, or when unknown)."""
     if registry is None:
         return ""
     try:
@@ -58,9 +59,8 @@ def staleness(record: dict[str, Any], registry: Registry | None) -> str:
         now = provenance.of(spec, registry, record["provenance"].get("device_type", "cpu"))
     except (MetabenchError, KeyError, TypeError) as error:
         return f"cannot check its code: {error}"
-    if provenance.code_hash(now) == record["code_hash"]:
-        return ""
-    return "; ".join(provenance.differences(record["provenance"], now))
+    standing, detail = provenance.standing(record, now)
+    return detail if standing == "stale" else ""
 
 
 def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = None) -> pd.DataFrame:
@@ -332,7 +332,9 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
         "different configs are never averaged, and rows sharing a label show the keys that differ (config). Δ: "
         "difference to the same sampler, learner and config with the plain strategy (column plain, the algorithm as "
         f"published), paired t-test over identical evaluation tasks; * marks p < {SIGNIFICANCE}. Best in bold. "
-        "stale: recorded by other code than the one installed now (kept with --reuse-stale).",
+        "stale: recorded by other code than the one installed now (kept with --reuse-stale); a record that "
+        "`metabench verify` replayed bit-identically under the installed code is fresh (verified by replay of its "
+        "first meta-steps).",
     ]
     for (benchmark, profile), group in runs.groupby(["benchmark", "profile"], sort=True):
         parts += ["", f"## {benchmark} (profile `{profile}`)", ""]

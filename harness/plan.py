@@ -1,10 +1,11 @@
 """Which runs of a grid to run: each spec's status against the records under ``--out``, and the one-line plan.
 
-A spec is ``recorded`` when a record with its config and the same code (:mod:`metabench.provenance`) exists,
-``stale`` when the config matches but the code, torch or device type differ (a failed record of other code too: a
-fixed plugin reruns its failures), ``failed`` when its record says so, and ``to run`` otherwise. Every executor
-calls :func:`pending` on the driver, so that the in-process and distributed executors skip and rerun exactly the
-same runs.
+A spec is ``recorded`` when a record with its config and the same code (:mod:`metabench.provenance`) exists, or one
+whose replay under the installed code matched its probe (:mod:`metabench.verify`; its detail then says "verified by
+replay of K steps"); ``stale`` when the config matches but the code, libraries or device type differ (a failed
+record of other code too: a fixed plugin reruns its failures), ``failed`` when its record says so, and ``to run``
+otherwise. Every executor calls :func:`pending` on the driver, so that the in-process and distributed executors skip
+and rerun exactly the same runs.
 """
 
 from __future__ import annotations
@@ -46,14 +47,13 @@ def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> l
         if record is None:
             planned.append(Planned(spec, "to run"))
             continue
-        now = provenance.of(spec, registry, device_type)
-        if record["code_hash"] != provenance.code_hash(now):
-            changes = "; ".join(provenance.differences(record.get("provenance"), now))
-            planned.append(Planned(spec, "stale", changes, record))
+        standing, detail = provenance.standing(record, provenance.of(spec, registry, device_type))
+        if standing == "stale":
+            planned.append(Planned(spec, "stale", detail, record))
         elif record["status"] == "failed":
             planned.append(Planned(spec, "failed", record.get("error") or "", record))
         else:
-            planned.append(Planned(spec, "recorded", "", record))
+            planned.append(Planned(spec, "recorded", detail, record))
     return planned
 
 
@@ -69,14 +69,16 @@ def summary(planned: Sequence[Planned], options: RunOptions) -> str:
     total = f"{len(planned)} run{'s' if len(planned) != 1 else ''}"
     if options.rerun:
         return f"{total}: all to run again (--rerun)"
+    verified = sum(p.status == "recorded" and bool(p.detail) for p in planned)
+    by_replay = f" ({verified} verified by replay)" if verified else ""
     if n_run == 0 and counts["recorded"] == len(planned):
         return (
-            f"{total}: all recorded with the same config and code; nothing to run "
+            f"{total}: all recorded with the same config and code{by_replay}; nothing to run "
             "(--rerun runs them again on this machine)"
         )
     parts = []
     if counts["recorded"]:
-        parts.append(f"{counts['recorded']} recorded with the same config and code")
+        parts.append(f"{counts['recorded']} recorded with the same config and code{by_replay}")
     if counts["stale"]:
         kept = "kept by --reuse-stale" if options.reuse_stale else "to run again"
         parts.append(f"{counts['stale']} stale (same config, different code: {kept})")

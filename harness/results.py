@@ -153,3 +153,12 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": device_name,
     }
+
+
+def restamp(out: Path, spec: RunSpec, record: dict[str, Any], verified: dict[str, Any]) -> dict[str, Any]:
+    """Write ``record`` again as ``verified`` (:mod:`metabench.verify`) and return it; an earlier verification moves
+    to ``history``, while ``code_hash`` and ``provenance`` stay those of the code that made the numbers."""
+    history = [*record.get("history", []), *([record["verified"]] if record.get("verified") else [])]
+    stamped = {**record, "verified": verified, "history": history}
+    write_record(out, spec, stamped)
+    return stamped

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metabench import provenance, results, schema
+from metabench import probe, provenance, results, schema
 from metabench.cache import cache_dir, stable_hash
 from metabench.errors import ConfigError
 from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, task_shape
@@ -120,6 +120,14 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     )
 
 
+def replay_probe(spec: RunSpec, registry: Registry, options: RunOptions, steps: int) -> dict[str, Any]:
+    """The first ``steps`` meta-steps of ``spec``, built and trained as :func:`run` does, with its probe and
+    ``tasks_hash``; checkpoints go to ``options.checkpoints``, which should be a throwaway folder."""
+    facts: dict[str, Any] = {}
+    training = _execute(spec, registry, options, resolve_device(options.device), "replay", facts, stop_at=steps)
+    return {"probe": training.get("probe"), "tasks_hash": facts.get("tasks_hash")}
+
+
 def tasks_hash(tasks: TaskBatch) -> str:
     """A hash of the task tensors (values, shapes and dtypes): equal hashes, identical evaluation tasks."""
     digest = hashlib.sha256(str(tasks.n_way).encode())
@@ -151,8 +159,10 @@ def _execute(
     device: torch.device,
     code_hash: str,
     facts: dict[str, Any],
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
-    """The outcome of a run; ``facts`` receives what the record needs even when the run stops early."""
+    """The outcome of a run; ``facts`` receives what the record needs even when the run stops early. With
+    ``stop_at``, training stops after that many meta-steps and the outcome is the training part, probe included."""
     learner: MetaLearner = _build(registry, "learner", spec)
     strategy: Strategy = _build(registry, "strategy", spec)
     facts["strategy_plain"] = bool(getattr(strategy, "plain", False))
@@ -183,8 +193,10 @@ def _execute(
     metric = metric_of(dataset.task_type)
     training: dict[str, Any] = {"steps": 0, "steps_per_s": None, "curves": [], "best_step": None}
     if learner.meta_trains and spec.training.meta_steps > 0:
-        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric, code_hash)
+        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric, code_hash, stop_at)
         params, training = trainer.train(train_source, val_tasks, probe_tasks)
+    if stop_at is not None:
+        return training
     for name, p in params.items():
         if not bool(torch.isfinite(p).all()):
             raise NonFinite(f"parameter '{name}' not finite after meta-training")
@@ -219,6 +231,7 @@ class _TrainState:
     curves: list[dict[str, Any]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     resumed_from: int | None = None
+    probe: dict[str, Any] | None = None  # :mod:`metabench.probe`; None when resumed from a checkpoint without one
 
 
 class _Trainer:
@@ -234,14 +247,16 @@ class _Trainer:
         params: Params,
         metric: dict[str, Any],
         code_hash: str,
+        stop_at: int | None = None,
     ):
         self.spec, self.registry, self.options, self.code_hash = spec, registry, options, code_hash
+        self.stop_at = stop_at
         self.learner, self.strategy, self.params, self.metric = learner, strategy, params, metric
         self.optimizer = torch.optim.Adam(list(params.values()), lr=spec.training.meta_lr)
         self.task_rng = make_generator(spec.seed, "tasks")
         self.loss_rng = make_generator(spec.seed, "strategy")  # strategies draw on the CPU (interfaces.Strategy)
         self.best: Params | None = None
-        self.state = _TrainState()
+        self.state = _TrainState(probe={"steps": stop_at or probe.steps_of(spec.training.meta_steps), "params": []})
 
     def train(self, source: TaskSource, val_tasks: TaskBatch, probe_tasks: TaskBatch) -> tuple[Params, dict[str, Any]]:
         settings = self.spec.training
@@ -255,8 +270,9 @@ class _Trainer:
             dynamic_ncols=True,
         )
         with bar:
-            while self.state.step < settings.meta_steps:
+            while self.state.step < (self.stop_at or settings.meta_steps):
                 loss = self._step(source)
+                self._observe(val_tasks)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 bar.update()
                 step = self.state.step
@@ -272,6 +288,7 @@ class _Trainer:
             "curves": state.curves,
             "best_step": state.best_step,
             "resumed_from": state.resumed_from,
+            "probe": state.probe if probe.complete(state.probe) else None,
         }
 
     def _step(self, source: TaskSource) -> float:
@@ -290,6 +307,16 @@ class _Trainer:
         metrics = {"loss": value, **{k: float(v) for k, v in metrics.items()}}
         self.registry.fire("metabench_step_finished", spec=self.spec, step=self.state.step, metrics=metrics)
         return value
+
+    def _observe(self, val_tasks: TaskBatch) -> None:
+        if self.state.probe is None:
+            return
+        chunk = self.spec.protocol.eval_chunk
+
+        def score(params: Params) -> dict[str, torch.Tensor]:
+            return evaluate_tasks(self.learner, params, val_tasks.select(slice(0, probe.TASKS)), chunk)
+
+        probe.observe(self.state.probe, self.state.step, self.params, score)
 
     def _validate(self, val_tasks: TaskBatch, probe_tasks: TaskBatch) -> None:
         chunk = self.spec.protocol.eval_chunk

@@ -126,7 +126,10 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
         assert noisy["distribution"] == "metabench-noisy" and noisy["version"] == "0.1.0" and noisy["fingerprint"]
         builtin = records["query"]["provenance"]["components"]["learner"]
         assert builtin["name"] == "protonet" and builtin["distribution"] == "metabench"
-        assert records["query"]["provenance"]["torch"] and records["query"]["provenance"]["device_type"] == "cpu"
+        assert (
+            records["query"]["provenance"]["libraries"]["torch"]
+            and records["query"]["provenance"]["device_type"] == "cpu"
+        )
 
         pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.2.0", 1.0)))
         kept = metabench_process("run", bench, *flags, "--reuse-stale")
