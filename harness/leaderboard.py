@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from metabench import provenance, results  # noqa: E402
+from metabench import metrics, provenance, results  # noqa: E402
 from metabench.cache import stable_hash  # noqa: E402
 from metabench.errors import MetabenchError  # noqa: E402
 from metabench.registry import Registry  # noqa: E402
@@ -83,7 +83,7 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
                 "error": record.get("error"),
                 "mean": test.get("mean"),
                 "per_task": test.get("per_task"),
-                "higher_is_better": (record.get("metric") or {}).get("higher_is_better", True),
+                "goal": metrics.goal_of(record.get("metric") or {}),
                 "metric": (record.get("metric") or {}).get("name", "accuracy"),
                 "steps_per_s": record.get("steps_per_s"),
                 "device": record["environment"]["device_name"],
@@ -147,7 +147,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 "stale": "; ".join(sorted({s for s in group["stale"] if s})),
                 "strategy_name": group["strategy_name"].iloc[0],
                 "metric": group["metric"].iloc[0],
-                "higher_is_better": bool(group["higher_is_better"].iloc[0]),
+                "goal": group["goal"].iloc[0],
                 "mean": by_seeds["mean"],
                 "ci95_tasks": summarize(task_scores(group, group["seed"]))["ci95"],
                 "ci95_seeds": by_seeds["ci95"] if by_seeds["n"] > 1 else np.nan,
@@ -207,16 +207,13 @@ def _number(value: float, scale: float, digits: int = 2) -> str:
 
 
 def signed_mean(cells: pd.DataFrame) -> pd.Series:
-    """Each cell's mean signed so that larger is better (a regression error ranks by its negation)."""
-    return cells["mean"].where(cells["higher_is_better"], -cells["mean"])
+    """Each cell's mean signed by its metric's goal so that larger is better (:func:`metabench.metrics.signed`)."""
+    return pd.Series(map(metrics.signed, cells["goal"], cells["mean"]), index=cells.index, dtype=float)
 
 
 def metric_display(cells: pd.DataFrame) -> tuple[float, str]:
-    """How a benchmark's scores are shown: accuracy in percent, any other metric as recorded, with its direction."""
-    metric = cells["metric"].iloc[0]
-    if metric == "accuracy":
-        return 100.0, "accuracy %"
-    return 1.0, f"{metric} ({'higher' if bool(cells['higher_is_better'].iloc[0]) else 'lower'} is better)"
+    """How a benchmark's scores are shown (:func:`metabench.metrics.display`): its first cell's metric and goal."""
+    return metrics.display(cells["metric"].iloc[0], cells["goal"].iloc[0])
 
 
 def _markdown_table(cells: pd.DataFrame) -> str:

@@ -182,7 +182,7 @@ def test_latex_bolds_the_best_per_sampler_marks_significance_and_escapes_labels(
     def cell(sampler, strategy, mean, delta=np.nan, p_value=np.nan):
         return dict(benchmark="b", profile="quick", sampler=sampler, learner="maml", strategy=strategy, mean=mean,
                     ci95_tasks=0.01, ci95_seeds=np.nan, seeds=2, delta=delta, p_value=p_value, rank=1,
-                    metric="accuracy", higher_is_better=True)  # fmt: skip
+                    metric="accuracy", goal="maximize")  # fmt: skip
 
     cells = pd.DataFrame(
         [
