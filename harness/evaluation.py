@@ -23,10 +23,11 @@ _fixed_tasks: dict[str, TaskBatch] = {}
 
 
 def metric_of(task_type: str) -> dict[str, Any]:
-    """The score a benchmark reports: accuracy for classification, MSE (lower is better) for regression."""
+    """The score a benchmark reports and its goal (:mod:`metabench.metrics`): accuracy for classification, MSE for
+    regression."""
     if task_type == "regression":
-        return {"name": "mse", "higher_is_better": False}
-    return {"name": "accuracy", "higher_is_better": True}
+        return {"name": "mse", "goal": "minimize"}
+    return {"name": "accuracy", "goal": "maximize"}
 
 
 def task_shape(protocol: EvalProtocol, task_type: str) -> TaskShape:

@@ -17,18 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend choice
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from metabench import provenance, results  # noqa: E402
+from metabench import metrics, provenance, results  # noqa: E402
 from metabench.cache import stable_hash  # noqa: E402
 from metabench.errors import MetabenchError  # noqa: E402
+from metabench.plots import plot_cells, plot_run  # noqa: E402 - show.py draws a run's curves too
 from metabench.registry import Registry  # noqa: E402
 from metabench.runspec import RunSpec  # noqa: E402
 from metabench.statistics import SIGNIFICANCE, summarize, task_scores, versus  # noqa: E402
@@ -83,7 +79,7 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
                 "error": record.get("error"),
                 "mean": test.get("mean"),
                 "per_task": test.get("per_task"),
-                "higher_is_better": (record.get("metric") or {}).get("higher_is_better", True),
+                "goal": metrics.goal_of(record.get("metric") or {}),
                 "metric": (record.get("metric") or {}).get("name", "accuracy"),
                 "steps_per_s": record.get("steps_per_s"),
                 "device": record["environment"]["device_name"],
@@ -147,7 +143,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 "stale": "; ".join(sorted({s for s in group["stale"] if s})),
                 "strategy_name": group["strategy_name"].iloc[0],
                 "metric": group["metric"].iloc[0],
-                "higher_is_better": bool(group["higher_is_better"].iloc[0]),
+                "goal": group["goal"].iloc[0],
                 "mean": by_seeds["mean"],
                 "ci95_tasks": summarize(task_scores(group, group["seed"]))["ci95"],
                 "ci95_seeds": by_seeds["ci95"] if by_seeds["n"] > 1 else np.nan,
@@ -207,16 +203,13 @@ def _number(value: float, scale: float, digits: int = 2) -> str:
 
 
 def signed_mean(cells: pd.DataFrame) -> pd.Series:
-    """Each cell's mean signed so that larger is better (a regression error ranks by its negation)."""
-    return cells["mean"].where(cells["higher_is_better"], -cells["mean"])
+    """Each cell's mean signed by its metric's goal so that larger is better (:func:`metabench.metrics.signed`)."""
+    return pd.Series(map(metrics.signed, cells["goal"], cells["mean"]), index=cells.index, dtype=float)
 
 
 def metric_display(cells: pd.DataFrame) -> tuple[float, str]:
-    """How a benchmark's scores are shown: accuracy in percent, any other metric as recorded, with its direction."""
-    metric = cells["metric"].iloc[0]
-    if metric == "accuracy":
-        return 100.0, "accuracy %"
-    return 1.0, f"{metric} ({'higher' if bool(cells['higher_is_better'].iloc[0]) else 'lower'} is better)"
+    """How a benchmark's scores are shown (:func:`metabench.metrics.display`): its first cell's metric and goal."""
+    return metrics.display(cells["metric"].iloc[0], cells["goal"].iloc[0])
 
 
 def _markdown_table(cells: pd.DataFrame) -> str:
@@ -360,57 +353,6 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
                 _detail_table(mine),
             ]
     return "\n".join(parts) + "\n"
-
-
-def plot_cells(cells: pd.DataFrame, path: Path) -> None:
-    """Score with 95% CI (over tasks) per strategy, grouped by learner; one panel per benchmark and sampler."""
-    panels = list(cells.groupby(["benchmark", "profile", "sampler"], sort=True))
-    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 3.5 * len(panels)), squeeze=False)
-    for axis, ((benchmark, profile, sampler), group) in zip(axes[:, 0], panels, strict=True):
-        learners = list(dict.fromkeys(group["learner"]))
-        names = group["strategy"] + group["variant"].map(lambda v: f" ({v})" if v else "")
-        strategies = list(dict.fromkeys(names))
-        width = 0.8 / len(strategies)
-        for i, strategy in enumerate(strategies):
-            rows = group[names == strategy].drop_duplicates("learner").set_index("learner").reindex(learners)
-            x = np.arange(len(learners)) + (i - (len(strategies) - 1) / 2) * width
-            axis.bar(x, rows["mean"], width, yerr=rows["ci95_tasks"], capsize=3, label=strategy)
-        axis.set_xticks(np.arange(len(learners)), learners)
-        axis.set_ylabel(group["metric"].iloc[0])
-        axis.set_title(f"{benchmark} ({profile}) · sampler {sampler}")
-        axis.legend(fontsize="small", ncols=min(len(strategies), 4))
-    figure.tight_layout()
-    _save(figure, path, dpi=110)
-
-
-def plot_run(record: dict[str, Any], path: Path) -> None:
-    """Pre- vs post-adaptation score on meta-train and meta-validation queries over training (MetaMix Fig. 2).
-
-    Held-out classes are followed on the validation tasks: the test tasks are scored once, at the end."""
-    curves = pd.DataFrame(record["curves"])
-    figure, axis = plt.subplots(figsize=(6, 4))
-    lines = {
-        "train_pre": "meta-train pre",
-        "train_post": "meta-train post",
-        "val_pre": "meta-val pre",
-        "val_post": "meta-val post",
-    }
-    for (column, label), style in zip(lines.items(), ["C0--", "C0-", "C1--", "C1-"], strict=True):
-        axis.plot(curves["step"], curves[column], style, marker=".", label=label)
-    axis.set_xlabel("meta-step")
-    axis.set_ylabel(record["metric"]["name"])
-    axis.set_title(record["label"], fontsize="small")
-    axis.legend(fontsize="small")
-    figure.tight_layout()
-    _save(figure, path, dpi=90)
-
-
-def _save(figure: Any, path: Path, dpi: int) -> None:
-    """Atomically (a killed write leaves the old file or none, never a truncated one)."""
-    try:
-        results.atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi), mode="wb")
-    finally:
-        plt.close(figure)
 
 
 def _plot_is_current(plot: Path, record_file: Path) -> bool:

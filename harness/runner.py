@@ -26,6 +26,7 @@ from metabench.cache import cache_dir, stable_hash
 from metabench.errors import ConfigError
 from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, task_shape
 from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, Strategy, TaskSource
+from metabench.metrics import signed
 from metabench.registry import Registry
 from metabench.runspec import RunSpec
 from metabench.seeds import derive_seed, make_generator
@@ -334,8 +335,8 @@ class _Trainer:
         }
         state.curves.append(point)
         state.losses = []
-        sign = 1.0 if self.metric["higher_is_better"] else -1.0
-        if state.best_score is None or sign * score["mean"] > sign * state.best_score:
+        goal = self.metric["goal"]
+        if state.best_score is None or signed(goal, score["mean"]) > signed(goal, state.best_score):
             state.best_score, state.best_step = score["mean"], state.step
             self.best = {name: p.detach().clone() for name, p in self.params.items()}
         self.registry.fire("metabench_evaluation_finished", spec=self.spec, split="val", scores={**score, **point})
