@@ -318,6 +318,8 @@ def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     metabench.plugins.learners.maml changed``, ``strategy x: dist 0.1.0 -> dist 0.2.0``)."""
     if not old:
         return ["no provenance recorded"]
+    if "libraries" not in old:
+        return ["recorded with whole-file fingerprints (an older metabench)"]
     changes = []
     for kind, now in new["components"].items():
         changes += _component_changes(kind, (old.get("components") or {}).get(kind) or {}, now)
