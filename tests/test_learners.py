@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metabench.plugins.learners.functional import top_singular_value
+from metabench.plugins.learners.diagnostics import top_singular_value
 from metabench.registry import default_registry
 from metabench.tasks import TaskBatch
 
