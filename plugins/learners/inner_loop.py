@@ -1,4 +1,5 @@
-"""The one inner loop: gradient steps on a task's support set from the meta-parameters, giving its fast weights."""
+"""The one inner loop: gradient steps on a task's support set from the meta-parameters, giving its fast weights;
+and the scores of a learner that adapts, before and after adapting."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metabench import TaskBatch
 from metabench.interfaces import Params
-from metabench.plugins.learners.losses import Loss
-from metabench.plugins.learners.network import Network
+from metabench.plugins.learners.execution import map_tasks
+from metabench.plugins.learners.losses import Loss, task_score
+from metabench.plugins.learners.network import Network, detached
 
 Adapt = Callable[[Params, tuple[Tensor, Tensor]], Params]
 """``adapt(params, (support_x, support_t))``: one task's fast weights (the parameters its outer loss replaces)."""
@@ -60,3 +63,26 @@ class InnerLoop:
 
     def step_size(self, params: Params, name: str) -> Tensor | float:
         return params[lr_name(name)] if self.learned_lrs else self.lr
+
+
+@torch.no_grad()
+def adaptation_scores(
+    network: Network, adapt: Adapt, params: Params, tasks: TaskBatch, vmap: bool
+) -> dict[str, Tensor]:
+    """What :meth:`MetaLearner.evaluate` returns for a learner that adapts by ``adapt``: each task's score
+    (:func:`task_score`) before and after adapting, on the query set (``pre``, ``post``) and on the support set
+    (``train_pre``, ``train_post``); no graph is built."""
+    score = task_score(tasks)
+
+    def one_task(shared: Params, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        support_x, support_t, query_x, query_t = batch
+        adapted = {**shared, **adapt(shared, (support_x, support_t))}
+        return {
+            "pre": score(network(shared, query_x), query_t),
+            "post": score(network(adapted, query_x), query_t),
+            "train_pre": score(network(shared, support_x), support_t),
+            "train_post": score(network(adapted, support_x), support_t),
+        }
+
+    batch = (tasks.support_x, tasks.soft_targets(tasks.support_y), tasks.query_x, tasks.soft_targets(tasks.query_y))
+    return map_tasks(one_task, detached(params), batch, vmap)

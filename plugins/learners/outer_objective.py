@@ -29,6 +29,15 @@ Predict = Callable[[Params, OuterBatch, Tensor, Tensor], Tensor]
 """``predict(params, outer, support_x, support_t)``: the output the outer loss compares with ``outer.targets``."""
 
 
+def rest_of_network(network: Network) -> Predict:
+    """The prediction of MAML-family learners: the outer batch run through ``network`` from its layer on."""
+
+    def predict(params: Params, outer: OuterBatch, support_x: Tensor, support_t: Tensor) -> Tensor:
+        return network(params, outer.h, start=outer.layer)
+
+    return predict
+
+
 @dataclass(frozen=True)
 class OuterObjective:
     """The outer loss of one meta-batch under a strategy (:meth:`meta_loss`).
