@@ -148,7 +148,8 @@ class AdaptedOnce:
     """Every task's fast weights, computed the first time :meth:`stacked` asks for them (with the grad mode of the
     caller of :meth:`OuterObjective.meta_loss`, whatever mode a strategy's ``refine`` asks in) and kept: the held-out
     loss and the outer loss share one adaptation. On the loop path the per-task results are kept too, each with
-    its own graph (:attr:`per_task`), so that the task-by-task gradients need not stack and re-slice them."""
+    its own graph (:attr:`per_task`), so that the task-by-task gradients need not stack and re-slice them; a
+    refining strategy on the loop path thus holds every task's inner-loop graph until that task's turn."""
 
     def __init__(self, adapt: Adapt, params: Params, support: tuple[Tensor, Tensor], vmap: bool, grad: bool):
         self.adapt, self.params, self.support, self.vmap, self.grad = adapt, params, support, vmap, grad
