@@ -1,6 +1,7 @@
 """metabench: a plugin-based benchmark harness for meta-learning research.
 
-This module is the plugin author's API, with :mod:`metabench.interfaces` (what each kind of component provides):
+This module is the plugin author's API, with :mod:`metabench.interfaces` (what each kind of component provides) and
+:mod:`metabench.learning` (the network, inner loop and outer objective a learner is built from; import it by name):
 ``hookimpl`` marks hook implementations, ``parameters`` and ``Param`` declare a component's parameters beside its
 factory, ``Register`` is what a registration hook receives, the task tensors, the named random streams and the cache.
 Plugins, the built-in ones included, import nothing else from metabench.

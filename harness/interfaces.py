@@ -184,7 +184,15 @@ class MetaLearner(Protocol):
     def meta_loss(
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
-        """The outer loss averaged over tasks (its gradient is the meta-gradient) and metrics to log."""
+        """The outer loss averaged over tasks and metrics to log.
+
+        The contract: the runner calls ``loss.backward()`` once, and the gradient it leaves on each meta-parameter
+        is the meta-gradient (``torch.autograd.grad(loss, params)`` gives the same). That one first-order
+        differentiation is all a loss has to support: a learner may take the meta-gradient itself while it computes
+        the loss and return a loss whose backward only delivers it (the per-task loop of
+        :class:`metabench.learning.OuterObjective` does, to free each task's graph as soon as its loss is known),
+        so a second backward, ``retain_graph`` and ``create_graph`` (derivatives of the meta-gradient) are not
+        promised. The value is the same in any grad mode; under ``torch.no_grad`` no gradient is computed."""
         ...
 
     def evaluate(self, params: Params, tasks: TaskBatch) -> dict[str, Tensor]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metabench.plugins.learners.functional import top_singular_value
+from metabench.plugins.learners.diagnostics import top_singular_value
 from metabench.registry import default_registry
 from metabench.tasks import TaskBatch
 
@@ -298,6 +298,22 @@ def test_a_differentiable_plan_gets_the_same_gradients_on_both_paths():
         grads[path] = torch.cat([strategy.lam.grad.flatten(), *(p.grad.flatten() for p in params.values())])
     assert grads["loop"][:3].abs().min() > 0
     assert torch.allclose(grads["vmap"], grads["loop"], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_a_refining_strategy_and_the_outer_loss_share_one_adaptation_per_task(path):
+    learner, params = bound("maml", {"vectorize": path}, **CONV)
+    tasks, calls = image_tasks(), []
+    adapt = learner.adapter(tasks, 1, first_order=False)
+
+    def counted(shared, support):
+        calls.append(support[0].shape)
+        return adapt(shared, support)
+
+    objective = learner.objective(build("strategy", "metamixup"), tasks)
+    objective.meta_loss(params, counted, tasks, torch.Generator().manual_seed(0)).backward()
+    assert len(calls) == (tasks.n_tasks if path == "loop" else 1)
+    assert all(p.grad is not None for p in params.values())
 
 
 def test_the_per_task_loop_returns_a_loss_to_differentiate_once():

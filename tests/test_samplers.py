@@ -9,6 +9,7 @@ import torch
 
 from metabench.errors import ConfigError
 from metabench.interfaces import ImageSplit, SamplerContext
+from metabench.plugins.samplers import episodic
 from metabench.plugins.samplers.episodic import nme_label_sets
 from metabench.registry import default_registry
 from metabench.tasks import TaskBatch, TaskShape
@@ -167,6 +168,17 @@ def test_standard_on_embedded_omniglot_gives_float_images_in_the_unit_range():
     assert tasks.query_x.dtype == torch.float32 and tasks.query_x.min() == 0 and tasks.query_x.max() == 1
     every_image = split.images.flatten(0, 1).flatten(1).float() / 255
     assert (every_image == tasks.support_x[0, 3].flatten()).all(dim=1).any(), "an image of the split, unaltered"
+
+
+@pytest.mark.parametrize("sampler", ["standard", "nme"])
+def test_a_split_kept_as_uint8_gives_the_same_tasks_as_one_kept_as_float(sampler, monkeypatch):
+    split = default_registry().build("dataset", "omniglot").split("train")
+    kept_as_float = bind(sampler, split, TaskShape(5, 2, 3))
+    monkeypatch.setattr(episodic, "FLOAT_STORAGE_BYTES", 0)  # a split too large for a float copy
+    kept_as_uint8 = bind(sampler, split, TaskShape(5, 2, 3))
+    a, b = (source(6, torch.Generator().manual_seed(1)) for source in (kept_as_float, kept_as_uint8))
+    for x, y in ((a.support_x, b.support_x), (a.query_x, b.query_x), (a.query_y, b.query_y)):
+        assert x.dtype == y.dtype and torch.equal(x, y)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from metabench import parameters
-from metabench.plugins.learners.functional import VECTORIZE
+from metabench.plugins.learners.execution import VECTORIZE
 from metabench.plugins.learners.gradient import GradientLearner, inner_loop_params
 
 

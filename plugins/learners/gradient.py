@@ -6,27 +6,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metabench import OuterBatch, Param, TaskBatch
+from metabench import Param, TaskBatch
 from metabench.interfaces import Params, Strategy, TaskType
-from metabench.plugins.learners.functional import (
-    VECTORIZE,
-    Adapt,
-    InnerLoop,
-    Network,
-    OuterObjective,
-    TransformAt,
-    Vectorize,
-    detached,
-    initial_backbone_params,
-    lr_name,
-    map_tasks,
-    task_diagnostics,
-    task_loss,
-    task_score,
-    transform_channels,
-    transform_name,
-    use_vmap,
-)
+from metabench.plugins.learners.diagnostics import task_diagnostics
+from metabench.plugins.learners.execution import VECTORIZE, Vectorize, map_tasks, use_vmap
+from metabench.plugins.learners.inner_loop import Adapt, InnerLoop, adaptation_scores, lr_name
+from metabench.plugins.learners.losses import task_loss
+from metabench.plugins.learners.network import Network, initial_backbone_params
+from metabench.plugins.learners.outer_objective import OuterObjective, rest_of_network
+from metabench.plugins.learners.transform import TransformAt, TransformedNetwork, transform_channels, transform_name
 
 
 def inner_loop_params(steps: int, lr: float) -> tuple[Param, ...]:
@@ -51,7 +39,7 @@ class GradientLearner:
 
     Options: ``head_only`` adapts only the backbone's head (ANIL); ``learned_lrs`` meta-learns one inner step size
     per parameter element (MetaSGD); ``transform_at`` meta-learns identity-initialised linear maps of the channels
-    there (:class:`Network`), not adapted in the inner loop (T-Net). Evaluation adapts first-order for
+    there (:class:`TransformedNetwork`), not adapted in the inner loop (T-Net). Evaluation adapts first-order for
     ``eval_inner_steps`` steps (default: ``inner_steps``).
     """
 
@@ -89,7 +77,8 @@ class GradientLearner:
             for layer, channels in enumerate(transform_channels(backbone, self.transform_at), start=1):
                 reference = params[adapted[0]]
                 params[transform_name(layer)] = torch.eye(channels, device=reference.device, dtype=reference.dtype)
-        self._inner = InnerLoop(Network(backbone, self.transform_at), adapted, self.inner_lr, self.learned_lrs)
+        network = Network(backbone) if self.transform_at is None else TransformedNetwork(backbone, self.transform_at)
+        self._inner = InnerLoop(network, adapted, self.inner_lr, self.learned_lrs)
         return {name: value.detach().requires_grad_() for name, value in params.items()}
 
     @property
@@ -108,12 +97,7 @@ class GradientLearner:
     # --------------------------------------------------------------------------------------------------- training
     def adapter(self, tasks: TaskBatch, steps: int, first_order: bool) -> Adapt:
         """One task's fast weights (adapted parameters only) after ``steps`` inner steps."""
-        loss = task_loss(tasks)
-
-        def one_task(shared: Params, support: tuple[Tensor, Tensor]) -> Params:
-            return self.inner.adapt(shared, *support, loss, steps, first_order)
-
-        return one_task
+        return self.inner.adapter(task_loss(tasks), steps, first_order)
 
     def adapt_all(self, params: Params, tasks: TaskBatch, steps: int, first_order: bool) -> Params:
         """Fast weights of every task (adapted parameters only), with a task dimension."""
@@ -133,11 +117,9 @@ class GradientLearner:
         return map_tasks(one_task, params, batch, use_vmap(self.vectorize, tasks.device, self.network))
 
     def objective(self, strategy: Strategy, tasks: TaskBatch) -> OuterObjective:
-        def rest_of_network(params: Params, outer: OuterBatch, support_x: Tensor, support_t: Tensor) -> Tensor:
-            return self.network(params, outer.h, start=outer.layer)
-
         vmap = use_vmap(self.vectorize, tasks.device, self.network)
-        return OuterObjective(self.network, strategy, task_loss(tasks), rest_of_network, self.inner_lr, vmap)
+        predict = rest_of_network(self.network)
+        return OuterObjective(self.network, strategy, task_loss(tasks), predict, self.inner_lr, vmap)
 
     def meta_loss(
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
@@ -147,24 +129,12 @@ class GradientLearner:
         return loss, {"loss": float(loss.detach())}
 
     # ------------------------------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self, params: Params, tasks: TaskBatch) -> dict[str, Tensor]:
         """Scores of each task before and after ``eval_inner_steps`` first-order steps; no outer graph is built."""
-        loss, score = task_loss(tasks), task_score(tasks)
-        steps = self.eval_inner_steps
-
-        def one_task(shared: Params, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-            support_x, support_t, query_x, query_t = batch
-            adapted = {**shared, **self.inner.adapt(shared, support_x, support_t, loss, steps, first_order=True)}
-            return {
-                "pre": score(self.network(shared, query_x), query_t),
-                "post": score(self.network(adapted, query_x), query_t),
-                "train_pre": score(self.network(shared, support_x), support_t),
-                "train_post": score(self.network(adapted, support_x), support_t),
-            }
-
-        batch = (tasks.support_x, tasks.soft_targets(tasks.support_y), tasks.query_x, tasks.soft_targets(tasks.query_y))
-        return map_tasks(one_task, detached(params), batch, use_vmap(self.vectorize, tasks.device, self.network))
+        adapt = self.adapter(tasks, self.eval_inner_steps, first_order=True)
+        return adaptation_scores(
+            self.network, adapt, params, tasks, use_vmap(self.vectorize, tasks.device, self.network)
+        )
 
     def diagnostics(self, params: Params, tasks: TaskBatch) -> dict[str, float]:
         """MetaMix's analyses, averaged over tasks: gradient norms w.r.t. the initialisation of the post-adaptation

@@ -7,18 +7,11 @@ from torch import Tensor, nn
 
 from metabench import OuterBatch, Param, TaskBatch, parameters
 from metabench.interfaces import Params, Strategy, TaskType
-from metabench.plugins.learners.functional import (
-    VECTORIZE,
-    Network,
-    OuterObjective,
-    Vectorize,
-    detached,
-    initial_backbone_params,
-    map_tasks,
-    soft_cross_entropy,
-    task_diagnostics,
-    use_vmap,
-)
+from metabench.plugins.learners.diagnostics import task_diagnostics
+from metabench.plugins.learners.execution import VECTORIZE, Vectorize, map_tasks, use_vmap
+from metabench.plugins.learners.losses import soft_cross_entropy
+from metabench.plugins.learners.network import Network, detached, initial_backbone_params
+from metabench.plugins.learners.outer_objective import OuterObjective
 
 
 def prototype_logits(embeddings: Tensor, support_embeddings: Tensor, support_t: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from metabench import Param, TaskBatch, parameters
 from metabench.interfaces import Params, Strategy, TaskType
-from metabench.plugins.learners.functional import VECTORIZE, Vectorize
+from metabench.plugins.learners.execution import VECTORIZE, Vectorize
 from metabench.plugins.learners.gradient import GradientLearner
 
 

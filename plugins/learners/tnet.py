@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from metabench import parameters
-from metabench.plugins.learners.functional import TRANSFORM_AT
 from metabench.plugins.learners.gradient import MAML_PARAMS, GradientLearner
+from metabench.plugins.learners.transform import TRANSFORM_AT
 
 
 @parameters(*MAML_PARAMS, TRANSFORM_AT)

@@ -1,8 +1,8 @@
 """Episodic task samplers: ``standard`` (mutually exclusive N-way K-shot) and ``nme`` (non-mutually-exclusive).
 
-A split lives on the run's device as one ``uint8`` tensor. Every random index is drawn on the generator's device
-(so a seed gives the same tasks on CPU and GPU), moved to the split's device, and all examples of a meta-batch are
-gathered by one indexing operation before the conversion to ``float32`` in ``[0, 1]``.
+A split lives on the run's device as one tensor of flattened images (:func:`resident_images`). Every random index is
+drawn on the generator's device (so a seed gives the same tasks on CPU and GPU), moved to the split's device, and all
+examples of a meta-batch are gathered by one ``index_select``.
 
 Within a task the support set is ordered by label (``K`` examples of label 0, then of label 1, ...), and so is the
 query set; which class gets which label is random (``standard``) or fixed by the class's set (``nme``).
@@ -91,9 +91,25 @@ def nme_label_sets(n_classes: int, n_way: int, seed: int) -> list[Tensor]:
     return list(torch.randperm(n_classes, generator=torch.Generator().manual_seed(seed)).tensor_split(n_way))
 
 
+FLOAT_STORAGE_BYTES = 1 << 30
+"""The largest float32 copy of a split a sampler keeps (Omniglot's 32,460 images take 102 MB)."""
+
+
+def resident_images(images: Tensor, device: torch.device) -> Tensor:
+    """The split's ``uint8`` images ``[classes, examples, C, H, W]`` as a sampler keeps them on ``device``: one row
+    per image, converted once to ``float32`` in ``[0, 1]`` when that copy takes at most :data:`FLOAT_STORAGE_BYTES`,
+    so that a meta-batch is a single gather of its float bytes (the conversion, which costs twice that gather, is
+    paid once per split, not once per meta-batch: benchmarks/bench_sampler.py); else ``uint8``, 4x smaller, converted
+    per meta-batch. The same division either way, so the same numbers."""
+    rows = images.reshape(images.shape[0] * images.shape[1], -1).to(device)
+    if rows.numel() * torch.finfo(torch.float32).bits // 8 > FLOAT_STORAGE_BYTES:
+        return rows
+    return rows.float().div_(255)
+
+
 def _image_source(split: ImageSplit, shape: TaskShape, choose: ClassChooser, device: torch.device) -> TaskSource:
     n_classes, n_slots, *image_shape = split.images.shape
-    flat_images = split.images.reshape(n_classes * n_slots, *image_shape).to(device)
+    flat_images = resident_images(split.images, device)
     counts = split.counts  # stays on the host, beside the generator that draws the example indices
     n_way, k_shot, k_query = shape.n_way, shape.k_shot, shape.k_query
     labels = torch.arange(n_way, device=device)
@@ -108,7 +124,9 @@ def _image_source(split: ImageSplit, shape: TaskShape, choose: ClassChooser, dev
         rows = classes.unsqueeze(-1) * n_slots + scores.topk(k_shot + k_query, dim=-1).indices  # [T, N, K+Q]
         # All support rows, then all query rows: one gather yields both sets contiguous, converted in one pass.
         order = torch.cat([rows[:, :, :k_shot].flatten(), rows[:, :, k_shot:].flatten()]).to(device)
-        picked = flat_images.index_select(0, order).float().div_(255)
+        picked = flat_images.index_select(0, order)
+        if picked.dtype == torch.uint8:
+            picked = picked.float().div_(255)
         n_support = n_tasks * n_way * k_shot
         support = picked[:n_support].view(n_tasks, n_way * k_shot, *image_shape)
         query = picked[n_support:].view(n_tasks, n_way * k_query, *image_shape)
