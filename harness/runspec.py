@@ -1,13 +1,15 @@
 """A run as plain data: what an executor ships to wherever the run happens (in-process now, a cluster later).
 
 Everything here is frozen, hashable and picklable, and :meth:`RunSpec.to_dict` is JSON-ready. Component parameters
-are stored as canonical JSON text so that nested lists and tables stay hashable.
+are stored as canonical JSON text so that nested lists and tables stay hashable; ``params`` gives a fresh copy (a
+component may change what it is given), read a few times per run, never per step.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from metabench.cache import stable_hash
@@ -93,7 +95,7 @@ class RunSpec:
             "seed": self.seed,
         }
 
-    @property
+    @cached_property  # computed once per spec: hooks and reporters ask for it at every meta-step
     def config_hash(self) -> str:
         """Identifies the run's result: same hash, same run (the profile's name is left out, its values are not)."""
         config = self.to_dict()
