@@ -119,3 +119,16 @@ class RunSpec:
             seed=data["seed"],
             profile=data.get("profile", ""),
         )
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training.meta_steps": 30, "learner.params.inner_lr": 0.4, ...}``: a config (:meth:`RunSpec.to_dict`, a
+    record's ``config``) as dotted keys; an empty table is a value."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
