@@ -77,7 +77,7 @@ def main() -> None:
         sequential = SequentialExecutor(registry).run(specs, RunOptions(root / "sequential", "cpu", 1, False))
         sequential_s = time.perf_counter() - started
 
-        executor = RayExecutor(registry, RayOptions(max_parallel=args.workers))
+        executor = RayExecutor(RayOptions(max_parallel=args.workers))
         started = time.perf_counter()
         started_here = executor.connect()
         startup_s = time.perf_counter() - started

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from metabench import config, leaderboard, plan, runner
 from metabench.errors import MetabenchError
-from metabench.executor import Executor, SequentialExecutor
+from metabench.executor import Executor, SequentialExecutor, recorded
 from metabench.preflight import preflight
 from metabench.registry import Registry, default_registry
 from metabench.runner import RunOptions
@@ -47,14 +47,18 @@ def run_benchmark(
     only: str | None = None,
     overrides: Sequence[str] = (),
     options: RunOptions | None = None,
+    selection: plan.Selection | None = None,
     executor: Executor | None = None,
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
 ) -> BenchmarkRun:
     """Run the benchmark file at ``path`` (``--only`` pattern ``only``, ``--set`` ``overrides``) and write its
-    leaderboard under ``options.out``; ``dry_run`` stops after the plan. User errors raise :class:`MetabenchError`."""
+    leaderboard under ``options.out``; ``dry_run`` stops after the plan. The grid is planned once, here: ``selection``
+    says which recorded runs run again, and the executor runs exactly the rest. User errors raise
+    :class:`MetabenchError`."""
     registry = registry or default_registry()
     options = options or RunOptions()
+    selection = selection or plan.Selection()
     specs = config.select(config.load_benchmark(path, registry, profile=profile, overrides=overrides), only)
     if not specs:
         raise MetabenchError(f"{path}: no run matches --only {only!r}")
@@ -66,11 +70,12 @@ def run_benchmark(
     outcome = BenchmarkRun(specs, planned)
     if dry_run:
         return outcome
-    echo(plan.summary(planned, options))
-    to_run = [p.spec for p in planned if p.will_run(options)]
+    echo(plan.summary(planned, selection))
+    to_run = plan.to_run(planned, selection)
     if to_run:
         preflight(to_run, registry, options, str(path))
-    outcome.records = (executor or SequentialExecutor(registry)).run(specs, options)
+        (executor or SequentialExecutor(registry)).run(to_run, options)
+    outcome.records = recorded(specs, options)
     outcome.paths = leaderboard.write_leaderboard(options.out, registry)
     registry.fire("metabench_leaderboard_written", paths=outcome.paths)
     return outcome

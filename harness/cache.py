@@ -1,12 +1,18 @@
-"""Where metabench keeps what it computes once and reuses: decoded datasets, trained generative models."""
+"""Where metabench keeps what it computes once and reuses (decoded datasets, trained generative models), and the one way
+it writes a file that others may be reading (records, checkpoints, cache entries): atomically."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def cache_dir() -> Path:
@@ -20,3 +26,18 @@ def stable_hash(data: Any, length: int = 16) -> str:
     """A short hash of JSON-serialisable ``data`` that does not depend on dict order or the Python process."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write ``path`` through ``write(handle)`` into a temporary file of the same folder, then rename it over: a
+    reader (another run, a crash's rerun) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the file unreadable to other users
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

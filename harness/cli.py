@@ -133,7 +133,7 @@ def _executor(args: argparse.Namespace, registry: Registry) -> Executor:
         if (value := getattr(args, key)) is not None and not valid(value):
             raise MetabenchError(f"{_RAY_FLAGS[key]} {value:g}: must be {allowed}")
     settings = {key: value for key in _RAY_FLAGS if (value := getattr(args, key)) is not None}
-    return RayExecutor(registry, RayOptions(**settings))
+    return RayExecutor(RayOptions(**settings))
 
 
 # --report NAME: the built-in reporter (plugins/reporters/NAME.py) and the module its optional extra installs
@@ -159,12 +159,10 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         args.device,
         args.threads,
         not args.no_progress,
-        retry_failed=args.retry_failed,
-        rerun=args.rerun,
-        reuse_stale=args.reuse_stale,
         report=_reporters(args.report),
         checkpoint_dir=args.checkpoint_dir,
     )
+    selection = plan.Selection(retry_failed=args.retry_failed, rerun=args.rerun, reuse_stale=args.reuse_stale)
     try:
         done = run_benchmark(
             args.file,
@@ -173,6 +171,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
             only=args.only,
             overrides=args.set,
             options=options,
+            selection=selection,
             executor=_executor(args, registry),
             dry_run=args.dry_run,
         )
@@ -181,7 +180,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         return 130
     if args.dry_run:
         print(plan_table(done.planned))
-        print(plan.summary(done.planned, options) + " (dry run: nothing was run or written)")
+        print(plan.summary(done.planned, selection) + " (dry run: nothing was run or written)")
         return 0
     summary = ", ".join(f"{n} {status}" for status, n in done.counts().items())
     lost = len(done.specs) - len(done.records)

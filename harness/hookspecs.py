@@ -17,9 +17,12 @@ Two families:
   broken: none of its components is registered, and every other plugin keeps working.
 
 * **Lifecycle hooks** are called while a benchmark runs, for loggers and reporters. They receive plain data
-  (``RunSpec``, dicts of floats, JSON-ready records) and return nothing. Each implementation is called on its own
-  (:meth:`metabench.registry.Registry.fire`); one that raises is reported as a warning naming its plugin, once per
-  run, and stops neither the run nor the other reporters.
+  (``RunSpec``, dicts of floats, JSON-ready records) and return nothing. They are called in pluggy's order
+  (``tryfirst``, then the others, the last registered first, then ``trylast``; ``wrapper`` and ``hookwrapper``
+  implementations around them), each isolated (:meth:`metabench.registry.Registry.fire`): one that raises is
+  reported as a warning naming its plugin, once per run, and stops neither the run nor the other reporters. Every
+  hook of a run fires on the process that runs it (a Ray worker under ``--executor ray``), so that what
+  ``metabench_run_started`` opens, ``metabench_run_finished`` closes there.
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ def metabench_evaluation_finished(spec: RunSpec, split: str, scores: dict[str, A
 
 @hookspec
 def metabench_run_finished(spec: RunSpec, record: dict[str, Any], options: RunOptions) -> None:
-    """A run finished, successfully or not. ``record`` is the JSON record just written to ``options.out/runs/``."""
+    """A run finished, successfully or not, on the process that ran it: close what ``metabench_run_started`` opened.
+    ``record`` is its JSON record, which the executor then writes to ``options.out/runs/`` on the driver."""
 
 
 @hookspec

@@ -26,23 +26,11 @@ from metabench.cache import stable_hash  # noqa: E402
 from metabench.errors import MetabenchError  # noqa: E402
 from metabench.plots import plot_cells, plot_run  # noqa: E402 - show.py draws a run's curves too
 from metabench.registry import Registry  # noqa: E402
-from metabench.runspec import RunSpec  # noqa: E402
+from metabench.runspec import RunSpec, flat_config  # noqa: E402
 from metabench.statistics import SIGNIFICANCE, summarize, task_scores, versus  # noqa: E402
 
 CELL = ["benchmark", "profile", "sampler", "learner", "strategy"]
 _NOT_CONFIG = ("seed", "profile")  # what varies inside a cell (seeds) or only names it (profile)
-
-
-def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"training.meta_steps": 30, "learner.params.inner_lr": 0.4, ...}``: a config as dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flat_config(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def staleness(record: dict[str, Any], registry: Registry | None) -> str:

@@ -4,8 +4,9 @@ A spec is ``recorded`` when a record with its config and the same code (:mod:`me
 whose replay under the installed code matched its probe (:mod:`metabench.verify`; its detail then says "verified by
 replay of K steps"); ``stale`` when the config matches but the code, libraries or device type differ (a failed
 record of other code too: a fixed plugin reruns its failures), ``failed`` when its record says so, and ``to run``
-otherwise. Every executor calls :func:`pending` on the driver, so that the in-process and distributed executors skip
-and rerun exactly the same runs.
+otherwise. A grid is planned once, on the driver (:func:`metabench.benchmark.run_benchmark`), and an executor runs
+the specs :func:`to_run` selects, so that the in-process and distributed executors skip and rerun exactly the same
+runs.
 """
 
 from __future__ import annotations
@@ -24,18 +25,27 @@ STATUSES = ("recorded", "stale", "failed", "to run")
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Which planned runs of a grid run again, beyond those without a record: grid-level choices of the driver."""
+
+    retry_failed: bool = False  # run again the specs whose record is ``failed``
+    rerun: bool = False  # run every spec again, whatever its record
+    reuse_stale: bool = False  # keep records whose config matches but whose code differs
+
+
+@dataclass(frozen=True)
 class Planned:
     spec: RunSpec
     status: str  # one of STATUSES
     detail: str = ""  # for stale runs: what changed
     record: dict[str, Any] | None = None
 
-    def will_run(self, options: RunOptions) -> bool:
-        if options.rerun or self.status == "to run":
+    def will_run(self, selection: Selection) -> bool:
+        if selection.rerun or self.status == "to run":
             return True
         if self.status == "stale":
-            return not options.reuse_stale
-        return self.status == "failed" and options.retry_failed
+            return not selection.reuse_stale
+        return self.status == "failed" and selection.retry_failed
 
 
 def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> list[Planned]:
@@ -57,17 +67,17 @@ def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> l
     return planned
 
 
-def pending(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> list[RunSpec]:
+def to_run(planned: Sequence[Planned], selection: Selection) -> list[RunSpec]:
     """The specs an executor must run now (the others keep their records)."""
-    return [p.spec for p in plan(specs, options, registry) if p.will_run(options)]
+    return [p.spec for p in planned if p.will_run(selection)]
 
 
-def summary(planned: Sequence[Planned], options: RunOptions) -> str:
+def summary(planned: Sequence[Planned], selection: Selection) -> str:
     """One line: ``24 runs: 20 recorded with the same config and code, 4 to run`` (and what the flags change)."""
     counts = Counter(p.status for p in planned)
-    n_run = sum(p.will_run(options) for p in planned)
+    n_run = sum(p.will_run(selection) for p in planned)
     total = f"{len(planned)} run{'s' if len(planned) != 1 else ''}"
-    if options.rerun:
+    if selection.rerun:
         return f"{total}: all to run again (--rerun)"
     verified = sum(p.status == "recorded" and bool(p.detail) for p in planned)
     by_replay = f" ({verified} verified by replay)" if verified else ""
@@ -80,10 +90,10 @@ def summary(planned: Sequence[Planned], options: RunOptions) -> str:
     if counts["recorded"]:
         parts.append(f"{counts['recorded']} recorded with the same config and code{by_replay}")
     if counts["stale"]:
-        kept = "kept by --reuse-stale" if options.reuse_stale else "to run again"
+        kept = "kept by --reuse-stale" if selection.reuse_stale else "to run again"
         parts.append(f"{counts['stale']} stale (same config, different code: {kept})")
     if counts["failed"]:
-        failed = "to run again (--retry-failed)" if options.retry_failed else "kept; --retry-failed runs them again"
+        failed = "to run again (--retry-failed)" if selection.retry_failed else "kept; --retry-failed runs them again"
         parts.append(f"{counts['failed']} failed ({failed})")
     parts.append(f"{n_run} to run")
     return f"{total}: " + ", ".join(parts)

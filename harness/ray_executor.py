@@ -7,9 +7,10 @@ restarting.
 
 Where lifecycle hooks fire:
 
-- on the worker, with the plugins installed on its node: ``metabench_run_started``, ``metabench_step_finished`` and
-  ``metabench_evaluation_finished`` (they come from :func:`metabench.runner.run`);
-- on the driver: ``metabench_run_finished`` (with the record, once per run) and ``metabench_leaderboard_written``.
+- on the worker, with the plugins installed on its node: every hook of a run, from ``metabench_run_started`` to
+  ``metabench_run_finished`` (they come from :func:`metabench.runner.run`), so that a tracker opens and closes its
+  run (a TensorBoard writer, an MLflow run) in the process that runs it;
+- on the driver: ``metabench_leaderboard_written``.
 
 Faults: a worker process that dies mid-run is retried by Ray (``max_retries``); its run is recorded once, when a
 record reaches the driver. A run that raises is a ``failed`` record, as in the sequential executor. A run whose worker
@@ -26,7 +27,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from metabench import plan, runner
+from metabench import runner
 from metabench.errors import ConfigError, MetabenchError
 from metabench.executor import finish, recorded
 from metabench.registry import Registry, default_registry
@@ -100,21 +101,19 @@ def _run_on_worker(spec: RunSpec, options: RunOptions) -> dict[str, Any]:
 class RayExecutor:
     """Runs each spec as one Ray task with its resource request; the overall bar advances as runs finish."""
 
-    def __init__(self, registry: Registry | None = None, ray_options: RayOptions | None = None):
+    def __init__(self, ray_options: RayOptions | None = None):
         self.ray_options = ray_options or RayOptions()
         if _on_loopback(self.ray_options.address):
             # Ray swaps 127.0.0.1 for the machine's outward address (and listens there) unless this variable says it
             # is no cluster; it is read when ray is imported (ray/_private/ray_constants.py, ENABLE_RAY_CLUSTER).
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         self.ray = _import_ray()  # fail before any run when the extra is missing
-        self.registry = registry or default_registry()
 
     def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
-        todo = plan.pending(specs, options, self.registry)
-        if todo:
+        if specs:
             started_here = self.connect()
             try:
-                self._run_all(specs, todo, options)
+                self._run_all(specs, options)
             finally:
                 if started_here:
                     self.ray.shutdown()
@@ -166,18 +165,17 @@ class RayExecutor:
             return gpus
         return 1.0 if device != "cpu" and self.ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
-    def _run_all(self, specs: Sequence[RunSpec], todo: list[RunSpec], options: RunOptions) -> None:
+    def _run_all(self, specs: Sequence[RunSpec], options: RunOptions) -> None:
         ray, settings = self.ray, self.ray_options
         gpus = self._gpus_per_run(options.device)
         shipped = self._shipped(options, gpus)
         task = ray.remote(_run_on_worker).options(
             num_cpus=settings.cpus_per_run, num_gpus=gpus, max_retries=settings.max_retries, retry_exceptions=False
         )
-        queue = list(reversed(todo))
-        window = settings.max_parallel or len(todo)
+        queue = list(reversed(specs))
+        window = settings.max_parallel or len(specs)
         in_flight: dict[Any, RunSpec] = {}
-        done = len(specs) - len(todo)
-        with tqdm(total=len(specs), initial=done, desc="runs", unit="run", disable=not options.progress) as bar:
+        with tqdm(total=len(specs), desc="runs", unit="run", disable=not options.progress) as bar:
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < window:
@@ -205,7 +203,7 @@ class RayExecutor:
                 summary = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 bar.write(f"{spec.label}: no record ({type(error).__name__}: {summary}); rerun to resume it")
             else:
-                finish(self.registry, options, spec, record)
+                finish(options, spec, record)
                 if record["status"] == "failed":
                     bar.write(f"{spec.label} failed: {record['error']}")
             bar.update()

@@ -12,7 +12,7 @@ import importlib.metadata
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ KINDS: dict[str, str] = {
     "generative-model": "metabench_register_generative_models",
 }
 
+_REGISTRATION_HOOKS = frozenset(KINDS.values())
 F = TypeVar("F", bound=Callable[..., Any])
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str", list: "list", dict: "table"}
 
@@ -351,13 +352,19 @@ class Registry:
         except pluggy.PluginValidationError as error:
             self._break(label or name, provider, f"invalid hook implementation: {error}")
             return
-        unknown = [caller.name for caller in manager.get_hookcallers(plugin) or [] if caller.spec is None]
+        callers = manager.get_hookcallers(plugin) or []
+        unknown = [caller.name for caller in callers if caller.spec is None]
         if unknown:
             manager.unregister(plugin)
             hooks = ", ".join(f"'{hook}'{did_you_mean(hook, _HOOK_NAMES)}" for hook in sorted(unknown))
             self._break(label or name, provider, f"unknown hook {hooks}; hooks: see metabench.hookspecs")
             return
         self._providers[name] = provider
+        for caller in callers:
+            if caller.name not in _REGISTRATION_HOOKS:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function = self._isolated(impl, caller.name)
 
     def _call_registration_hooks(self) -> None:
         registered: dict[tuple[str, str], list[ComponentSpec]] = {}
@@ -408,24 +415,61 @@ class Registry:
         return spec.factory(**context, **resolved)
 
     def fire(self, hook: str, **kwargs: Any) -> None:
-        """Call the lifecycle hook ``hook`` on every plugin that implements it, each on its own: one that raises is
-        reported as a warning naming its plugin, once per run (``kwargs["spec"]``), and never stops the others."""
-        run = getattr(kwargs.get("spec"), "config_hash", "")
-        for impl in getattr(self.plugin_manager.hook, hook).get_hookimpls():
+        """Call the lifecycle hook ``hook`` through pluggy, so that its order holds (``tryfirst``/``trylast``, old- and
+        new-style wrappers around the rest). Each implementation runs isolated (:meth:`_isolated`): one that raises
+        is reported as a warning naming its plugin, once per run (``kwargs["spec"]``), and never stops the others."""
+        getattr(self.plugin_manager.hook, hook)(**kwargs)
+
+    def _isolated(self, impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
+        """``impl``'s function, made unable to raise an ``Exception`` into the host (``KeyboardInterrupt`` still stops
+        the run): a wrapper that fails before it yields lets the call go on without it, one that fails after just
+        ends."""
+        function, argnames = impl.function, impl.argnames
+
+        def report(args: tuple[Any, ...], error: Exception) -> None:
+            run = getattr(dict(zip(argnames, args, strict=False)).get("spec"), "config_hash", "")
+            key = (impl.plugin_name, hook, run)
+            if key in self._warned:
+                return
+            self._warned.add(key)
+            warnings.warn(
+                f"plugin '{impl.plugin_name}' ({self._providers.get(impl.plugin_name)}) raised in {hook}: "
+                f"{_failure(error)}" + (" (further failures of this run are not shown)" if run else ""),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+        def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                impl.function(**{name: kwargs[name] for name in impl.argnames})
+                return function(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - reporters must not break runs
-                key = (impl.plugin_name, hook, run)
-                if key in self._warned:
-                    continue
-                self._warned.add(key)
-                provider = self._providers.get(impl.plugin_name)
-                warnings.warn(
-                    f"plugin '{impl.plugin_name}' ({provider}) raised in {hook}: {_failure(error)}"
-                    + (" (further failures of this run are not shown)" if run else ""),
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                report(args, error)
+                return None
+
+        def wrap(*args: Any, **kwargs: Any) -> Generator[None, Any, Any]:
+            try:
+                teardown = function(*args, **kwargs)
+                next(teardown)
+            except Exception as error:  # noqa: BLE001 - StopIteration too: a wrapper that never yields
+                report(args, error)
+                return (yield)
+            try:
+                inner = yield  # the result (new-style) or the Result (old-style hookwrapper) of what it wraps
+            except BaseException as error:  # KeyboardInterrupt inside: the wrapper's own teardown sees it
+                teardown.throw(error)
+                raise
+            try:
+                teardown.send(inner)
+            except StopIteration as done:
+                return done.value
+            except Exception as error:  # noqa: BLE001 - reporters must not break runs
+                report(args, error)
+                return inner
+            teardown.close()
+            report(args, RuntimeError("the wrapper yielded more than once"))
+            return inner
+
+        return wrap if impl.hookwrapper or impl.wrapper else call
 
     @staticmethod
     def _kind(kind: str) -> str:

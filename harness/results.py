@@ -13,21 +13,18 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from metabench.cache import atomic_write
 from metabench.runspec import RunSpec
 from metabench.schema import RecordError, dumps, parse
 
 _PACKAGES = ("metabench", "torch", "numpy", "scipy", "pluggy")
 _warned: set[tuple[str, int | None]] = set()
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def record_path(out: Path, spec: RunSpec) -> Path:
@@ -36,20 +33,6 @@ def record_path(out: Path, spec: RunSpec) -> Path:
 
 def checkpoint_path(directory: Path, spec: RunSpec) -> Path:
     return directory / f"{spec.config_hash}.pt"
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write ``path`` through ``write(handle)`` into a temporary file of the same folder, then rename it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make records unreadable to other users
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_record(out: Path, spec: RunSpec, record: dict[str, Any]) -> Path:

@@ -13,6 +13,8 @@ import hashlib
 import math
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, task_sh
 from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, Strategy, TaskSource
 from metabench.metrics import signed
 from metabench.registry import Registry
-from metabench.runspec import RunSpec
+from metabench.runspec import EvalProtocol, RunSpec
 from metabench.seeds import derive_seed, make_generator
 from metabench.statistics import summarize
 from metabench.tasks import TaskBatch
@@ -38,15 +40,13 @@ _datasets: dict[str, tuple[str, Dataset]] = {}
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How (not what) to run: plain data, shipped with each :class:`RunSpec` to wherever it runs."""
+    """How (not what) to run one run: plain data, shipped with each :class:`RunSpec` to wherever it runs. Which runs
+    of a grid run is the plan's business (:class:`metabench.plan.Selection`)."""
 
     out: Path = Path("results")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads for CPU runs; None: torch's default
     progress: bool = True
-    retry_failed: bool = False  # run again the specs whose record is ``failed``
-    rerun: bool = False  # run every spec again, whatever its record
-    reuse_stale: bool = False  # keep records whose config matches but whose code differs (:mod:`metabench.plan`)
     # reporters that lifecycle hooks should feed (``--report tensorboard,mlflow``); hooks receive these options
     report: tuple[str, ...] = ()
     checkpoint_dir: Path | None = None  # None: <out>/checkpoints; on a cluster, a path every node shares
@@ -85,7 +85,8 @@ def resolve_device(name: str) -> torch.device:
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
 
-    Checkpoints go to ``options.checkpoints`` while it trains, so that a rerun resumes an interrupted run."""
+    Checkpoints go to ``options.checkpoints`` while it trains, so that a rerun resumes an interrupted run. The
+    lifecycle hooks of the run, ``metabench_run_finished`` included, fire here, on the process that runs it."""
     device = resolve_device(options.device)
     if device.type == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
@@ -97,7 +98,8 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     try:  # provenance too: a worker may lack a plugin the driver had, which makes a failed run, not a crash
         origin = provenance.of(spec, registry, device.type)
         code_hash = provenance.code_hash(origin)
-        outcome = _execute(spec, registry, options, device, code_hash, facts)
+        bound = build(spec, registry, device, progress=options.progress, facts=facts)
+        outcome = train_and_evaluate(spec, registry, options, bound, code_hash)
         bad = schema.nonfinite(outcome)
         if bad:
             raise NonFinite(f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} not finite")
@@ -106,7 +108,7 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     except Exception as failure:  # noqa: BLE001 - a failed run is data; the other runs go on
         status, error, outcome = "failed", f"{type(failure).__name__}: {failure}", None
         trace = "".join(traceback.format_exception(failure)[-6:])
-    return schema.new(
+    record = schema.new(
         spec,
         provenance=origin,
         code_hash=code_hash,
@@ -119,13 +121,16 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
         outcome=outcome,
         traceback=trace,
     )
+    registry.fire("metabench_run_finished", spec=spec, record=record, options=options)
+    return record
 
 
 def replay_probe(spec: RunSpec, registry: Registry, options: RunOptions, steps: int) -> dict[str, Any]:
     """The first ``steps`` meta-steps of ``spec``, built and trained as :func:`run` does, with its probe and
     ``tasks_hash``; checkpoints go to ``options.checkpoints``, which should be a throwaway folder."""
     facts: dict[str, Any] = {}
-    training = _execute(spec, registry, options, resolve_device(options.device), "replay", facts, stop_at=steps)
+    bound = build(spec, registry, resolve_device(options.device), progress=options.progress, facts=facts)
+    training = train_and_evaluate(spec, registry, options, bound, "replay", stop_at=steps)
     return {"probe": training.get("probe"), "tasks_hash": facts.get("tasks_hash")}
 
 
@@ -153,49 +158,118 @@ def _build(registry: Registry, kind: str, spec: RunSpec, **context: Any) -> Any:
     return registry.build(kind, ref.name, ref.params, where=f"{spec.benchmark}: {kind}", **context)
 
 
-def _execute(
+def _quiet(stage: str) -> None:
+    pass
+
+
+@dataclass
+class Bound:
+    """A run's components built and bound on its data, its fixed tasks drawn and its parameters initialised: all
+    that can be known before its first meta-step."""
+
+    learner: MetaLearner
+    strategy: Strategy
+    dataset: Dataset
+    backbone: Any
+    params: Params
+    train_source: TaskSource
+    val_tasks: TaskBatch
+    test_tasks: TaskBatch
+    probe_tasks: TaskBatch  # meta-train tasks drawn once, to follow the scores on what the learner trains on
+    metric: dict[str, Any]
+
+
+def build(
     spec: RunSpec,
     registry: Registry,
-    options: RunOptions,
     device: torch.device,
-    code_hash: str,
+    *,
+    progress: bool,
     facts: dict[str, Any],
-    stop_at: int | None = None,
-) -> dict[str, Any]:
-    """The outcome of a run; ``facts`` receives what the record needs even when the run stops early. With
-    ``stop_at``, training stops after that many meta-steps and the outcome is the training part, probe included."""
+    stage: Callable[[str], None] = _quiet,
+) -> Bound:
+    """Build and bind every component of ``spec`` as its run does, up to its first meta-step. ``facts`` receives what
+    the record needs even when the run stops early; ``stage`` hears where the building is (for preflight's messages).
+
+    Raises :class:`NotApplicable` when the learner declines the strategy, :class:`ConfigError` when the data cannot
+    give the benchmark's tasks."""
+    stage("building the learner and the strategy")
     learner: MetaLearner = _build(registry, "learner", spec)
     strategy: Strategy = _build(registry, "strategy", spec)
     facts["strategy_plain"] = bool(getattr(strategy, "plain", False))
+    stage("building the dataset")
     dataset_key, dataset = dataset_of(spec, registry)
+    _check_protocol(spec, dataset)
     reason = learner.incompatible(strategy, spec.strategy.name, dataset.task_type)
     if reason:
         raise NotApplicable(reason)
 
-    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, options.progress)
+    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, progress)
     protocol = spec.protocol
     shape = task_shape(protocol, dataset.task_type)
     train_split = dataset.split("train")
     sampler = _build(registry, "sampler", spec)
-    train_source = sampler.bind(train_split, shape, context, role="train")
     sampler_key = f"{spec.sampler.name}:{spec.sampler.params_json}"
-    val_tasks = fixed_tasks(dataset, sampler, sampler_key, "val", protocol.val_tasks, protocol, context)
-    test_tasks = fixed_tasks(dataset, sampler, sampler_key, "test", protocol.eval_tasks, protocol, context)
-    facts["tasks_hash"] = tasks_hash(test_tasks)
-    # Meta-train tasks drawn once, to follow pre/post-adaptation scores on what the learner trains on (MetaMix Fig. 2).
-    probe_tasks = train_source(protocol.val_tasks, make_generator(protocol.eval_seed, "train-probe"))
+    with _protocol_named(protocol):
+        stage(f"sampler '{spec.sampler.label}' bound on the train split")
+        train_source = sampler.bind(train_split, shape, context, role="train")
+        stage(f"sampler '{spec.sampler.label}' bound on the val split")
+        val_tasks = fixed_tasks(dataset, sampler, sampler_key, "val", protocol.val_tasks, protocol, context)
+        stage(f"sampler '{spec.sampler.label}' bound on the test split")
+        test_tasks = fixed_tasks(dataset, sampler, sampler_key, "test", protocol.eval_tasks, protocol, context)
+        facts["tasks_hash"] = tasks_hash(test_tasks)
+        stage(f"sampler '{spec.sampler.label}' bound on the train split")
+        # Meta-train tasks drawn once, to follow pre/post-adaptation scores on what the learner trains on (MetaMix
+        # Fig. 2).
+        probe_tasks = train_source(protocol.val_tasks, make_generator(protocol.eval_seed, "train-probe"))
 
+    stage(f"backbone '{spec.backbone.label}'")
     out_dim = shape.n_way or train_split.y_dim
     with torch.random.fork_rng(devices=[]):  # a backbone initialises from the global generator: pin it to the seed
         torch.manual_seed(derive_seed(spec.seed, "backbone"))
         backbone = _build(registry, "backbone", spec, input_shape=dataset.input_shape, out_dim=out_dim).to(device)
     params = learner.init_params(backbone, make_generator(spec.seed, "init"))
-
     metric = metric_of(dataset.task_type)
+    return Bound(learner, strategy, dataset, backbone, params, train_source, val_tasks, test_tasks, probe_tasks, metric)
+
+
+@contextmanager
+def _protocol_named(protocol: EvalProtocol) -> Iterator[None]:
+    """A sampler that cannot give the benchmark's tasks says why; the task shape comes from [protocol]: say so."""
+    try:
+        yield
+    except ConfigError as error:
+        keys = f"n_way = {protocol.n_way}, k_shot = {protocol.k_shot}, k_query = {protocol.k_query}"
+        raise ConfigError(f"[protocol] {keys}: {error}") from error
+
+
+def _check_protocol(spec: RunSpec, dataset: Dataset) -> None:
+    """A dataset with its own evaluation tasks (``Dataset.evaluation_tasks``) must match the benchmark's protocol."""
+    protocol = spec.protocol
+    for role in ("val", "test"):
+        tasks = dataset.evaluation_tasks(role)
+        if tasks is None:
+            continue
+        n_way = tasks.n_way
+        k_shot = tasks.support_x.shape[1] // n_way if n_way else tasks.support_x.shape[1]
+        if (n_way is not None and n_way != protocol.n_way) or k_shot != protocol.k_shot:
+            raise ConfigError(
+                f"protocol n_way = {protocol.n_way}, k_shot = {protocol.k_shot}: dataset '{spec.dataset.name}' "
+                f"evaluates its {role} split on its own fixed tasks, {n_way}-way {k_shot}-shot; set [protocol] "
+                f"n_way = {n_way} and k_shot = {k_shot}, or use a dataset without its own protocol"
+            )
+
+
+def train_and_evaluate(
+    spec: RunSpec, registry: Registry, options: RunOptions, bound: Bound, code_hash: str, stop_at: int | None = None
+) -> dict[str, Any]:
+    """Meta-train a bound run (resuming its checkpoint), then evaluate it on the fixed test tasks: its outcome. With
+    ``stop_at``, training stops after that many meta-steps and the outcome is the training part, probe included."""
+    learner, protocol, params = bound.learner, spec.protocol, bound.params
     training: dict[str, Any] = {"steps": 0, "steps_per_s": None, "curves": [], "best_step": None}
     if learner.meta_trains and spec.training.meta_steps > 0:
-        trainer = _Trainer(spec, registry, options, learner, strategy, params, metric, code_hash, stop_at)
-        params, training = trainer.train(train_source, val_tasks, probe_tasks)
+        trainer = _Trainer(spec, registry, options, learner, bound.strategy, params, bound.metric, code_hash, stop_at)
+        params, training = trainer.train(bound.train_source, bound.val_tasks, bound.probe_tasks)
     if stop_at is not None:
         return training
     for name, p in params.items():
@@ -203,14 +277,15 @@ def _execute(
             raise NonFinite(f"parameter '{name}' not finite after meta-training")
 
     chunk = protocol.eval_chunk
+    test_tasks = bound.test_tasks
     test = evaluate_tasks(learner, params, test_tasks, chunk)
-    probe = evaluate_tasks(learner, params, probe_tasks, chunk)
+    probe = evaluate_tasks(learner, params, bound.probe_tasks, chunk)
     n_diag = min(spec.training.diagnostic_tasks, test_tasks.n_tasks)
     diagnostics = learner.diagnostics(params, test_tasks.select(slice(0, n_diag))) if n_diag else {}
     summary = {**summarize(test["post"]), "per_task": [round(float(s), 6) for s in test["post"]]}
     registry.fire("metabench_evaluation_finished", spec=spec, split="test", scores={**summary, "step": None})
     return {
-        "metric": metric,
+        "metric": bound.metric,
         "metrics": {"test": summary, **{f"test_{k}": summarize(v) for k, v in test.items() if k != "post"}},
         "meta_overfitting": {
             "meta_train": {k: summarize(v)["mean"] for k, v in probe.items()},

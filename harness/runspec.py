@@ -1,13 +1,15 @@
 """A run as plain data: what an executor ships to wherever the run happens (in-process now, a cluster later).
 
 Everything here is frozen, hashable and picklable, and :meth:`RunSpec.to_dict` is JSON-ready. Component parameters
-are stored as canonical JSON text so that nested lists and tables stay hashable.
+are stored as canonical JSON text so that nested lists and tables stay hashable; ``params`` gives a fresh copy (a
+component may change what it is given), read a few times per run, never per step.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from metabench.cache import stable_hash
@@ -93,7 +95,7 @@ class RunSpec:
             "seed": self.seed,
         }
 
-    @property
+    @cached_property  # computed once per spec: hooks and reporters ask for it at every meta-step
     def config_hash(self) -> str:
         """Identifies the run's result: same hash, same run (the profile's name is left out, its values are not)."""
         config = self.to_dict()
@@ -117,3 +119,16 @@ class RunSpec:
             seed=data["seed"],
             profile=data.get("profile", ""),
         )
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training.meta_steps": 30, "learner.params.inner_lr": 0.4, ...}``: a config (:meth:`RunSpec.to_dict`, a
+    record's ``config``) as dotted keys; an empty table is a value."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat

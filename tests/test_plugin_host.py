@@ -309,3 +309,74 @@ def test_build_resolves_defaults_converts_ints_and_accepts_none(registry: Regist
 def test_cli_reports_unknown_component_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["describe", "learner", "no-such-learner"]) == 2
     assert "error: unknown learner 'no-such-learner'" in capsys.readouterr().err
+
+
+class _Ordered:
+    """A throwaway reporter plugin: notes each step it hears of in ``log``, with its hook options."""
+
+    def __init__(self, name: str, log: list[str], fail: bool = False, **options: bool):
+        self.__name__ = name  # the plugin's name in the registry
+
+        def metabench_step_finished(step):
+            log.append(name)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+
+        self.metabench_step_finished = metabench.hookimpl(**options)(metabench_step_finished)
+
+
+class _Wrapper:
+    """A new-style wrapper around every other implementation of ``metabench_step_finished``; can fail after it."""
+
+    def __init__(self, log: list[str], fail_after: bool = False):
+        self.log, self.fail_after = log, fail_after
+
+    @metabench.hookimpl(wrapper=True)
+    def metabench_step_finished(self, step):
+        self.log.append("wrapper before")
+        result = yield
+        self.log.append("wrapper after")
+        if self.fail_after:
+            raise RuntimeError("wrapper failed after its yield")
+        return result
+
+
+class _OldWrapper:
+    @metabench.hookimpl(hookwrapper=True)
+    def metabench_step_finished(self, step):
+        raise RuntimeError("old-style wrapper failed before its yield")
+        yield
+
+
+def test_lifecycle_hooks_keep_pluggys_order_and_wrappers_and_a_raising_one_only_warns(tmp_path) -> None:
+    from test_runner import options, registry_with, spec
+
+    from metabench.executor import SequentialExecutor
+
+    log: list[str] = []
+    plugins = [
+        _Ordered("last", log, trylast=True),
+        _Ordered("first", log, tryfirst=True),
+        _Ordered("plain, registered first", log),
+        _Ordered("plain, registered last, raises", log, fail=True),
+        _Wrapper(log, fail_after=True),
+        _OldWrapper(),
+    ]
+    with pytest.warns(RuntimeWarning) as warned:
+        [record] = SequentialExecutor(registry_with(*plugins)).run([spec(steps=2)], options(tmp_path))
+    assert record["status"] == "ok"
+    # pluggy's order: wrappers around the rest; tryfirst, then the others last registered first, then trylast
+    one_step = [
+        "wrapper before",
+        "first",
+        "plain, registered last, raises",
+        "plain, registered first",
+        "last",
+        "wrapper after",
+    ]
+    assert log == one_step * 2
+    messages = sorted(str(w.message).split(": ", 1)[1] for w in warned if "raised in" in str(w.message))
+    assert len(messages) == 3  # once per plugin and run, not once per step
+    assert any("old-style wrapper failed before its yield" in m for m in messages)
+    assert any("wrapper failed after its yield" in m for m in messages)
+    assert any("plain, registered last, raises failed" in m for m in messages)

@@ -224,3 +224,24 @@ def test_an_address_where_no_ray_listens_is_an_error_not_a_wait(tmp_path: Path, 
     grid = str(_grid(tmp_path, ["fomaml"]))
     assert main(["run", grid, "--out", str(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1"]) == 2
     assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+
+
+def test_trackers_open_and_close_each_run_on_its_worker(local_ray: Path, tmp_path: Path, monkeypatch) -> None:
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    mlflow_tracking = pytest.importorskip("mlflow.tracking")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "out"
+    grid = str(_grid(tmp_path, ["maml", "fomaml"]))
+    command = ["run", grid, "--out", str(out), "--executor", "ray", "--max-parallel", "1", "--no-progress"]
+    assert main([*command, "--report", "tensorboard,mlflow"]) == 0
+    records = _records(out)
+    assert len(records) == 2
+    client = mlflow_tracking.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns' / 'mlflow.db'}")
+    tracked = client.search_runs([client.get_experiment_by_name("tiny-sine").experiment_id])
+    assert sorted(t.data.tags["metabench.config_hash"] for t in tracked) == sorted(records)
+    assert [t.info.status for t in tracked] == ["FINISHED"] * 2  # ended by the worker that ran it
+    assert all(t.data.tags["metabench.status"] == "ok" for t in tracked)
+    for run_dir in (out / "tensorboard").iterdir():  # the writer was closed: its last words were flushed
+        events = event_accumulator.EventAccumulator(str(run_dir))
+        events.Reload()
+        assert "status/text_summary" in events.Tags()["tensors"], run_dir

@@ -12,10 +12,10 @@ import pytest
 import torch
 from benchmark_files import run, write_benchmark
 
-from metabench import hookimpl, results
+from metabench import hookimpl, plan, results
 from metabench.cli import main
 from metabench.evaluation import fixed_tasks
-from metabench.executor import SequentialExecutor
+from metabench.executor import SequentialExecutor, recorded
 from metabench.interfaces import SamplerContext
 from metabench.leaderboard import write_leaderboard
 from metabench.registry import Registry
@@ -82,6 +82,13 @@ def spec(seed: int = 0, steps: int = 12, strategy: str = "query", **learner: Any
 
 def options(out: Path) -> RunOptions:
     return RunOptions(out=out, device="cpu", progress=False)
+
+
+def run_grid(registry: Registry, specs: list[RunSpec], out: Path, **selection: bool) -> list[dict[str, Any]]:
+    """Plan ``specs`` once and run what the plan selects, as ``metabench run`` does; the records of all ``specs``."""
+    planned = plan.plan(specs, options(out), registry)
+    SequentialExecutor(registry).run(plan.to_run(planned, plan.Selection(**selection)), options(out))
+    return recorded(specs, options(out))
 
 
 def test_summary_matches_a_hand_computation():
@@ -167,7 +174,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_finished_runs_are_skipp
     assert results.checkpoint_path(out / "checkpoints", spec()).exists() and results.load_record(out, spec()) is None
 
     second = Recorder()
-    records = SequentialExecutor(registry_with(second)).run([spec(seed=1), spec()], options(out))
+    records = run_grid(registry_with(second), [spec(seed=1), spec()], out)
     assert second.of("started") == [spec().label]  # the finished run is not run again
     assert second.of("step") == list(range(6, 13))  # resumed after the checkpoint at step 5
     assert records[1]["resumed_from"] == 5
@@ -175,18 +182,17 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_finished_runs_are_skipp
     assert records[1]["curves"] == reference["curves"]
 
     third = Recorder()
-    SequentialExecutor(registry_with(third)).run([spec(seed=1), spec()], options(out))
+    run_grid(registry_with(third), [spec(seed=1), spec()], out)
     assert third.events == []
 
 
 def test_retry_failed_runs_failed_records_again(tmp_path):
     failing = spec(fail_at=2)
-    SequentialExecutor(registry_with()).run([failing], options(tmp_path))
+    run_grid(registry_with(), [failing], tmp_path)
     recorder = Recorder()
-    SequentialExecutor(registry_with(recorder)).run([failing], options(tmp_path))
+    run_grid(registry_with(recorder), [failing], tmp_path)
     assert recorder.events == []
-    retry = RunOptions(out=tmp_path, device="cpu", progress=False, retry_failed=True)
-    SequentialExecutor(registry_with(recorder)).run([failing], retry)
+    run_grid(registry_with(recorder), [failing], tmp_path, retry_failed=True)
     assert recorder.of("finished") == ["failed"]
 
 

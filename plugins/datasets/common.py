@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from metabench import ConfigError, Param, TaskBatch, cache_dir, stable_hash
+from metabench import ConfigError, Param, TaskBatch, atomic_write, cache_dir, stable_hash
 from metabench.interfaces import ImageSplit, SplitName
 
 SEED_PARAM = Param("seed", int, 0, "seed of the random class split")
@@ -77,10 +75,7 @@ def cached_arrays(prefix: str, key: Mapping, build: Callable[[], dict[str, np.nd
         with np.load(path, allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
     arrays = build()
-    # Write then rename: a concurrent run never reads a half-written file.
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        np.savez(handle, **arrays)
-    os.replace(handle.name, path)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays), mode="wb")  # a concurrent run never reads half
     return arrays
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,11 +11,10 @@ from torch import Tensor, nn
 
 from metabench import Param, parameters
 from metabench.plugins.generative_models.training import (
+    ImageModel,
     as_unit_float,
     epochs_bar,
     minibatches,
-    prior_normal,
-    quarter_size_maps,
     reinitialise,
     training_params,
 )
@@ -33,7 +33,7 @@ from metabench.plugins.generative_models.training import (
         low=0.0,
     ),
 )
-class MSGAN(nn.Module):
+class MSGAN(ImageModel):
     """Generator: a dense layer to ``width`` maps of a quarter of the image size (leaky ReLU 0.2), two 4×4 stride-2
     transposed convolutions (leaky ReLU), and a 7×7 convolution to the image channels with a sigmoid.
     Discriminator: three 3×3 stride-2 convolutions with ``width/2``, ``width``, ``width`` filters (leaky ReLU), a
@@ -49,26 +49,12 @@ class MSGAN(nn.Module):
 
     can_encode = False
 
-    def __init__(
-        self,
-        image_shape: tuple[int, ...],
-        *,
-        latent_dim: int,
-        width: int,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-        ms_weight: float,
-    ):
-        super().__init__()
+    def __init__(self, image_shape: tuple[int, ...], *, width: int, ms_weight: float, **settings: Any):
+        super().__init__(image_shape, width=width, **settings)
         channels = image_shape[0]
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
-        self.epochs, self.batch_size, self.lr, self.ms_weight = epochs, batch_size, lr, ms_weight
-
-        self.base = quarter_size_maps(width, image_shape)
+        self.ms_weight = ms_weight
         self.generator = nn.Sequential(
-            nn.Linear(latent_dim, math.prod(self.base)),
+            nn.Linear(self.latent_dim, math.prod(self.base)),
             nn.LeakyReLU(0.2),
             nn.Unflatten(1, self.base),
             nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
@@ -89,17 +75,12 @@ class MSGAN(nn.Module):
             nn.Flatten(),
             nn.Linear(width, 1),
         )
-        self.history: dict[str, list[float]] = {}
 
     def decode(self, z: Tensor) -> Tensor:
-        _, height, width = self.image_shape
-        return torch.sigmoid(self.generator(z)[:, :, :height, :width])
+        return torch.sigmoid(self.crop(self.generator(z)))
 
     def encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError("the GAN has no encoder (can_encode is False): its anchors come from the prior")
-
-    def sample_prior(self, n: int, rng: torch.Generator) -> Tensor:
-        return prior_normal(n, self.latent_dim, rng, self.discriminator[-1].weight.device)
 
     def fit(self, images: Tensor, rng: torch.Generator, progress: bool) -> list[float]:
         """Train on ``uint8 [N, C, H, W]`` images; the curve is the discriminator's loss (real-vs-generated binary

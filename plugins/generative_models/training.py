@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from metabench import Param, derive_seed, stable_hash
+from metabench import Param, atomic_write, derive_seed, stable_hash
 from metabench.interfaces import GenerativeModel
 
 # Bump when a built-in architecture or training loop changes, so that old cache entries are not reused.
@@ -69,16 +68,31 @@ def reinitialise(module: nn.Module, rng: torch.Generator) -> None:
                 layer.reset_parameters()
 
 
-def quarter_size_maps(width: int, image_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """Where a decoder starts: ``width`` maps of a quarter of the image's height and width (rounded up), so that two
-    stride-2 upsamplings reach at least the image size (LASIUM Sec. 7.1; the decoders crop the excess)."""
-    _, height, width_px = image_shape
-    return (width, math.ceil(height / 4), math.ceil(width_px / 4))
+class ImageModel(nn.Module):
+    """The frame of the built-in models: the image shape, the latent size, the training settings, where the decoder
+    starts (``width`` maps of a quarter of the image's height and width, rounded up, so that two stride-2 upsamplings
+    reach at least the image size; LASIUM Sec. 7.1), the ``N(0, I)`` prior and the crop of the decoded excess."""
 
+    def __init__(
+        self, image_shape: tuple[int, ...], *, latent_dim: int, width: int, epochs: int, batch_size: int, lr: float
+    ):
+        super().__init__()
+        _, height, width_px = image_shape
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.base = (width, math.ceil(height / 4), math.ceil(width_px / 4))
+        self.history: dict[str, list[float]] = {}
 
-def prior_normal(n: int, latent_dim: int, rng: torch.Generator, device: torch.device) -> Tensor:
-    """``n`` draws of the standard normal prior, taken from ``rng`` on its own device and moved to ``device``."""
-    return torch.randn(n, latent_dim, generator=rng, device=rng.device).to(device)
+    def sample_prior(self, n: int, rng: torch.Generator) -> Tensor:
+        """``n`` draws of the standard normal prior, taken from ``rng`` on its own device, moved to the model's."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, generator=rng, device=rng.device).to(device)
+
+    def crop(self, images: Tensor) -> Tensor:
+        """Decoded ``[n, C, H', W']`` (``H' >= H``, ``W' >= W``) cut to the image size."""
+        _, height, width = self.image_shape
+        return images[:, :, :height, :width]
 
 
 def fit_or_load(
@@ -112,7 +126,7 @@ def fit_or_load(
     if not curve:  # a pretrained generator: nothing was trained, nothing to cache
         return curve
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(weights, lambda path: torch.save(model.state_dict(), path))
+    atomic_write(weights, lambda handle: torch.save(model.state_dict(), handle), mode="wb")
     entry = {
         "name": name,
         "seed": seed,
@@ -122,14 +136,5 @@ def fit_or_load(
         "train_seconds": round(time.perf_counter() - started, 2),
         "n_images": int(images.shape[0]),
     }
-    _write_atomically(record, lambda path: path.write_text(json.dumps(entry, indent=1, default=str)))
+    atomic_write(record, lambda handle: handle.write(json.dumps(entry, indent=1, default=str)))
     return curve
-
-
-def _write_atomically(path: Path, write: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

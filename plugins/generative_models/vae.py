@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,11 +11,10 @@ from torch import Tensor, nn
 
 from metabench import Param, parameters
 from metabench.plugins.generative_models.training import (
+    ImageModel,
     as_unit_float,
     epochs_bar,
     minibatches,
-    prior_normal,
-    quarter_size_maps,
     reinitialise,
     training_params,
 )
@@ -31,7 +31,7 @@ def _halved(size: int, times: int) -> int:
     Param("width", int, 32, "filters of every conv layer (paper: 64)", low=1),
     *training_params(20, 32, 1e-3, "1000 epochs, lr 0.001", "Omniglot, 10 epochs: 140 nats at batch 32, 156 at 128"),
 )
-class ConvVAE(nn.Module):
+class ConvVAE(ImageModel):
     """Encoder: four 3×3 stride-2 conv blocks (batch norm, ReLU) and a dense layer to the posterior's mean and
     log-variance. Decoder: a dense layer to ``width`` maps of a quarter of the image size, then four 3×3 transposed
     conv modules (two of stride 2, two of stride 1; batch norm and ReLU between them, a sigmoid at the end).
@@ -43,21 +43,9 @@ class ConvVAE(nn.Module):
 
     can_encode = True
 
-    def __init__(
-        self,
-        image_shape: tuple[int, ...],
-        *,
-        latent_dim: int,
-        width: int,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-    ):
-        super().__init__()
+    def __init__(self, image_shape: tuple[int, ...], *, width: int, **settings: Any):
+        super().__init__(image_shape, width=width, **settings)
         channels, height, width_px = image_shape
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
-        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
 
         blocks: list[nn.Module] = []
         for index in range(4):
@@ -67,10 +55,8 @@ class ConvVAE(nn.Module):
                 nn.ReLU(),
             ]
         self.encoder = nn.Sequential(*blocks, nn.Flatten())
-        self.posterior = nn.Linear(width * _halved(height, 4) * _halved(width_px, 4), 2 * latent_dim)
-
-        self.base = quarter_size_maps(width, image_shape)
-        self.expand = nn.Linear(latent_dim, math.prod(self.base))
+        self.posterior = nn.Linear(width * _halved(height, 4) * _halved(width_px, 4), 2 * self.latent_dim)
+        self.expand = nn.Linear(self.latent_dim, math.prod(self.base))
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1),
             nn.BatchNorm2d(width),
@@ -83,16 +69,14 @@ class ConvVAE(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 3, padding=1),
         )
-        self.history: dict[str, list[float]] = {}
 
     def _posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_var = self.posterior(self.encoder(x)).chunk(2, dim=1)
         return mean, log_var
 
     def _decode_logits(self, z: Tensor) -> Tensor:
-        _, height, width = self.image_shape
         h = F.relu(self.expand(z)).view(-1, *self.base)
-        return self.decoder(h)[:, :, :height, :width]
+        return self.crop(self.decoder(h))
 
     def encode(self, x: Tensor) -> Tensor:
         """The posterior means of images ``float [n, C, H, W]`` in ``[0, 1]``."""
@@ -100,9 +84,6 @@ class ConvVAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         return torch.sigmoid(self._decode_logits(z))
-
-    def sample_prior(self, n: int, rng: torch.Generator) -> Tensor:
-        return prior_normal(n, self.latent_dim, rng, self.expand.weight.device)
 
     def loss(self, x: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor]:
         """Reconstruction and KL terms, each summed over an image and averaged over the batch (nats)."""

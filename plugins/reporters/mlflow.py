@@ -13,22 +13,12 @@ import os
 import time
 from typing import Any
 
+from metabench import flat_config
 from metabench.plugins.reporters.tracking import Tracker, run_name, scalars
 
 # per-step requests would slow a run against a remote server: metrics go in batches, at the latest every few seconds
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 5.0
-
-
-def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config to MLflow params: ``{"learner.params.inner_lr": "0.4"}``."""
-    flat: dict[str, str] = {}
-    for key, value in table.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = str(value)
-    return flat
 
 
 class MlflowRun:
@@ -59,7 +49,7 @@ class MlflowRun:
         else:
             tags = {"metabench.config_hash": spec.config_hash, "metabench.name": run_name(spec)}
             self.run_id = self.client.create_run(experiment_id, run_name=spec.label, tags=tags).info.run_id
-            params = [Param(k, v[:6000]) for k, v in flatten(spec.to_dict()).items()]
+            params = [Param(k, str(v)[:6000]) for k, v in flat_config(spec.to_dict()).items()]
             for start in range(0, len(params), 100):  # MLflow takes at most 100 params a request
                 self.client.log_batch(self.run_id, params=params[start : start + 100])
         self.pending: list[Any] = []

@@ -12,7 +12,8 @@ from metabench import hookimpl
 
 
 class Session(Protocol):
-    """One run as a tracker sees it; opened at ``run_started`` (where the tracker's package is imported)."""
+    """One run as a tracker sees it: opened at ``run_started`` (where the tracker's package is imported) and finished
+    at ``run_finished``, both on the process that runs it (a Ray worker under ``--executor ray``)."""
 
     def step(self, step: int, metrics: dict[str, float]) -> None: ...
 

@@ -9,11 +9,7 @@ from metabench import MixPlan, OuterBatch, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
     MIXUP_PARAMS,
-    LayerPer,
-    PlanOnlyStrategy,
-    check_layers,
-    draw_beta,
-    draw_layer,
+    LayerMixStrategy,
     draw_pairing,
     make_plan,
     meta_batch_sizes,
@@ -22,24 +18,18 @@ from metabench.plugins.strategies.mixing import (
 
 
 @parameters(*MIXUP_PARAMS)
-class MetaMixStrategy(PlanOnlyStrategy):
+class MetaMixStrategy(LayerMixStrategy):
     """MetaMix: at a layer l drawn uniformly from ``layers`` (per task, Algorithm 1 line 7, or per meta-batch),
     ``X_mix = λ f^l(X_s) + (1 − λ) f^l(X_q)`` and ``Y_mix = λ Y_s + (1 − λ) Y_q`` on soft targets, one
     ``λ_j ~ Beta(alpha, beta)`` per query sample; each query sample is mixed with a support sample drawn at random
     (one-to-one when K_s ≥ K_q, with replacement when K_s < K_q). The outer batch has the query set's size. Set
     alpha = beta = 0.5 for regression, as the paper does."""
 
-    def __init__(self, layers: list[int] | None, layer_per: LayerPer, alpha: float, beta: float):
-        self.layers = check_layers(layers)
-        self.layer_per = layer_per
-        self.alpha = alpha
-        self.beta = beta
-
     def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
         n_tasks, n_support, n_query = meta_batch_sizes(tasks)
-        layer = draw_layer(rng, self.layers, n_layers, n_tasks, self.layer_per)
+        layer = self.draw_layer(rng, n_layers, n_tasks)
         pair = draw_pairing(rng, n_tasks, n_support, n_query)
-        return make_plan(layer, tasks, pair=pair, lam=draw_beta(rng, self.alpha, self.beta, (n_tasks, n_query)))
+        return make_plan(layer, tasks, pair=pair, lam=self.draw_lam(rng, (n_tasks, n_query)))
 
     def apply(
         self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor

@@ -59,6 +59,23 @@ class PlanOnlyStrategy:
         return plan
 
 
+class LayerMixStrategy(PlanOnlyStrategy):
+    """The frame of the strategies of :data:`MIXUP_PARAMS` (MetaMix and its variants, Mixup(Ds,Ds), Mixup(Dq,Dq)):
+    mixing at a layer drawn from ``layers`` (per task or per meta-batch) with weights ``λ ~ Beta(alpha, beta)``."""
+
+    def __init__(self, layers: list[int] | None, layer_per: LayerPer, alpha: float, beta: float):
+        self.layers = check_layers(layers)
+        self.layer_per = layer_per
+        self.alpha = alpha
+        self.beta = beta
+
+    def draw_layer(self, rng: torch.Generator, n_layers: int, n_tasks: int) -> int | tuple[int, ...]:
+        return draw_layer(rng, self.layers, n_layers, n_tasks, self.layer_per)
+
+    def draw_lam(self, rng: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+        return draw_beta(rng, self.alpha, self.beta, shape)
+
+
 def check_layers(layers: list[int] | None) -> list[int] | None:
     """The ``layers`` parameter as given, once known not to be empty (its upper bound needs the backbone)."""
     if layers is not None and not layers:

@@ -11,11 +11,8 @@ from metabench import MixPlan, OuterBatch, TaskBatch, parameters
 from metabench.interfaces import Encode
 from metabench.plugins.strategies.mixing import (
     MIXUP_PARAMS,
+    LayerMixStrategy,
     LayerPer,
-    PlanOnlyStrategy,
-    check_layers,
-    draw_beta,
-    draw_layer,
     draw_permutations,
     make_plan,
     meta_batch_sizes,
@@ -23,7 +20,7 @@ from metabench.plugins.strategies.mixing import (
 )
 
 
-class SelfMixupStrategy(PlanOnlyStrategy):
+class SelfMixupStrategy(LayerMixStrategy):
     """Manifold mixup of one set with a permutation of itself: Mixup(Ds,Ds) or Mixup(Dq,Dq), never across sets.
 
     At a layer l drawn from ``layers``, sample j becomes ``λ_j h_j + (1 − λ_j) h_perm(j)`` with ``λ_j ~ Beta(alpha,
@@ -38,18 +35,15 @@ class SelfMixupStrategy(PlanOnlyStrategy):
         alpha: float,
         beta: float,
     ):
+        super().__init__(layers, layer_per, alpha, beta)
         self.source = source
-        self.layers = check_layers(layers)
-        self.layer_per = layer_per
-        self.alpha = alpha
-        self.beta = beta
 
     def plan(self, rng: torch.Generator, tasks: TaskBatch, n_layers: int) -> MixPlan:
         n_tasks, n_support, n_query = meta_batch_sizes(tasks)
         size = n_support if self.source == "support" else n_query
-        layer = draw_layer(rng, self.layers, n_layers, n_tasks, self.layer_per)
+        layer = self.draw_layer(rng, n_layers, n_tasks)
         perm = draw_permutations(rng, n_tasks, size)
-        return make_plan(layer, tasks, perm=perm, lam=draw_beta(rng, self.alpha, self.beta, (n_tasks, size)))
+        return make_plan(layer, tasks, perm=perm, lam=self.draw_lam(rng, (n_tasks, size)))
 
     def apply(
         self, plan: MixPlan, encode: Encode, support_x: Tensor, support_t: Tensor, query_x: Tensor, query_t: Tensor
