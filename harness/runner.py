@@ -255,6 +255,8 @@ class _Trainer:
             dynamic_ncols=True,
         )
         with bar:
+            if self.state.resumed_from:
+                bar.write(f"{self.spec.label}: resuming at step {self.state.resumed_from} (from its checkpoint)")
             while self.state.step < settings.meta_steps:
                 loss = self._step(source)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
