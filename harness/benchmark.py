@@ -68,12 +68,14 @@ def run_benchmark(
         runner.resolve_device(options.device)  # fail before the first run, not in each
     planned = plan.plan(specs, options, registry)
     outcome = BenchmarkRun(specs, planned)
+    if not dry_run:
+        echo(plan.summary(planned, selection))
+    to_run = plan.to_run(planned, selection)
+    if to_run:  # the dry run too: its plan must not promise runs that would fail in their first second
+        preflight(to_run, registry, options, " ".join([str(path), *(f"--set {text}" for text in overrides)]))
     if dry_run:
         return outcome
-    echo(plan.summary(planned, selection))
-    to_run = plan.to_run(planned, selection)
     if to_run:
-        preflight(to_run, registry, options, str(path))
         (executor or SequentialExecutor(registry)).run(to_run, options)
     outcome.records = recorded(specs, options)
     outcome.paths = leaderboard.write_leaderboard(options.out, registry)

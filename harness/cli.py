@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import leaderboard, plan, reproductions, show, tables, verify
+from metabench import hookspecs, leaderboard, plan, reproductions, show, tables, verify
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -33,7 +34,7 @@ def _plugin_rows(registry: Registry, kind: str | None) -> list[dict[str, str]]:
             "summary": s.summary,
             "status": "ok",
         }
-        for s in registry.specs(kind)
+        for s in (registry.specs(kind) if kind != REPORTER else [])
     ]
     rows += [
         {
@@ -47,6 +48,8 @@ def _plugin_rows(registry: Registry, kind: str | None) -> list[dict[str, str]]:
         for c in registry.conflicts.values()
         if kind in (None, c.kind)
     ]
+    if kind in (None, REPORTER):
+        rows += _reporter_rows(registry)
     if kind is None:
         rows += [
             {
@@ -59,6 +62,32 @@ def _plugin_rows(registry: Registry, kind: str | None) -> list[dict[str, str]]:
             }
             for b in registry.broken
         ]
+    return rows
+
+
+REPORTER = "reporter"  # `metabench plugins --kind reporter`: plugins that implement lifecycle hooks
+LIFECYCLE_HOOKS = tuple(h for h in dir(hookspecs) if h.startswith("metabench_") and "_register_" not in h)
+
+
+def _reporter_rows(registry: Registry) -> list[dict[str, str]]:
+    """One row per loaded plugin that implements lifecycle hooks (a reporter), named by its entry point."""
+    manager = registry.plugin_manager
+    rows = []
+    for name, plugin in manager.list_name_plugin():
+        hooks = [c.name for c in manager.get_hookcallers(plugin) or [] if c.name in LIFECYCLE_HOOKS]
+        if not hooks:
+            continue
+        provider = registry._providers.get(name)
+        rows.append(
+            {
+                "kind": REPORTER,
+                "name": provider.plugin if provider else name,
+                "provider": provider.distribution if provider else name,
+                "version": provider.version if provider else "",
+                "summary": "hooks: " + ", ".join(hook.removeprefix("metabench_") for hook in hooks),
+                "status": "ok",
+            }
+        )
     return rows
 
 
@@ -193,11 +222,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The ``metabench run`` command that selects the same runs into the same folder."""
-    parts = ["metabench", "run", str(args.file), "--out", str(args.out)]
-    parts += ["--profile", args.profile] if args.profile else []
-    parts += ["--only", repr(args.only)] if args.only else []
-    return " ".join(parts)
+    """The whole ``metabench run`` invocation as typed (every flag, shell-quoted), for the retry hint."""
+    return shlex.join(["metabench", *(arg for arg in args.argv if arg != "--retry-failed")])
 
 
 def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
@@ -238,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     plugins = sub.add_parser("plugins", help="list the registered components of every plugin")
-    plugins.add_argument("--kind", choices=list(KINDS), help="only this kind")
+    plugins.add_argument("--kind", choices=[*KINDS, REPORTER], help="only this kind")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_plugins)
 
@@ -336,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)

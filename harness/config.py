@@ -86,7 +86,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[tuple[str, ...], tuple[Any
             parsed[keys] = (tomllib.loads(f"value = {value}")["value"], text)
         except tomllib.TOMLDecodeError as error:
             if value.strip()[:1] in ("[", "{", '"', "'", ""):  # meant as TOML: say what is wrong with it
-                raise ConfigError(f"--set {text}: the value is not valid TOML: {error}") from error
+                raise ConfigError(
+                    f"--set {text}: the value is not valid TOML: {error}; strings inside a list or table need "
+                    "double quotes, and the whole argument single quotes for the shell: "
+                    "--set 'grid.learners=[\"maml\"]'"
+                ) from error
             parsed[keys] = (value.strip(), text)
     return parsed
 
@@ -113,6 +117,12 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _shape(value: Any) -> str:
+    """``int (3)``: a value's TOML-ish type and the value, for an error about its shape."""
+    kind = "table" if isinstance(value, Mapping) else "list" if isinstance(value, list) else type(value).__name__
+    return f"{kind} ({value!r})"
+
+
 def _dotted(keys: Iterable[str | int]) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
@@ -130,6 +140,10 @@ class _Benchmark:
     ):
         self.path, self.registry, self.profile, self.sets = path, registry, profile or "", sets
         profiles = raw.get("profiles", {})
+        if not isinstance(profiles, Mapping) or not all(isinstance(p, Mapping) for p in profiles.values()):
+            raise ConfigError(
+                f"{path}: profiles: expected a table of tables ([profiles.NAME] sections), got {_shape(profiles)}"
+            )
         if profile is not None and profile not in profiles:
             raise ConfigError(
                 f"{path}: no profile '{profile}'{did_you_mean(profile, profiles)}; "
@@ -155,11 +169,15 @@ class _Benchmark:
             node[keys[-1]] = value
 
     def where(self, *keys: str | int) -> str:
-        """``file: key`` for the key path ``keys``, or ``--set KEY=VALUE`` (and the key inside it) when one set it."""
+        """``file: key`` for the key path ``keys``, or ``--set KEY=VALUE`` (and the key inside it) when one set it or
+        a key inside it."""
         for n in range(len(keys), 0, -1):
             if keys[:n] in self.sets:
                 inner = f" ({_dotted(keys)})" if n < len(keys) else ""
                 return f"--set {self.sets[keys[:n]][1]}{inner}"
+        inside = [text for set_keys, (_, text) in self.sets.items() if set_keys[: len(keys)] == keys]
+        if inside:
+            return " ".join(f"--set {text}" for text in inside) + f" ({_dotted(keys)})"
         return f"{self.path}: {self.key(*keys)}"
 
     def key(self, *keys: str | int) -> str:
@@ -189,7 +207,7 @@ class _Benchmark:
         for key in keys:
             node = node.get(key, {}) if isinstance(node, Mapping) else None
             if not isinstance(node, Mapping):
-                raise ConfigError(f"{self.where(*keys)}: expected a table")
+                raise ConfigError(f"{self.where(*keys)}: expected a table, got {_shape(node)}")
         return dict(node)
 
     def _section(self, name: str, params: tuple[Param, ...]) -> dict[str, Any]:
@@ -211,10 +229,15 @@ class _Benchmark:
             raise ConfigError(f"{where}: expected a {kind} name or a table with 'name' (and 'params', 'label')")
         self._check_keys(entry, ("name", "params", "label"), *keys)
         spec = self.registry.get(kind, entry["name"], where=where)
-        shared = self._table("params", kind).get(spec.name, {})
+        shared = self._table("params", kind, spec.name)
         if shared:  # validated on its own so that an error points at the [params.KIND.NAME] table
             spec.resolve(shared, where=self.where("params", kind, spec.name))
         own = entry.get("params", {})
+        if not isinstance(own, Mapping):
+            raise ConfigError(
+                f"{self.where(*keys, 'params')}: expected a table of {kind} parameters ({{ name = value, ... }}), "
+                f"got {_shape(own)}"
+            )
         params = spec.resolve({**shared, **own}, where=self.where(*keys, "params") if own else where)
         return ComponentRef.of(spec.name, params, str(entry.get("label") or spec.name))
 
@@ -244,6 +267,11 @@ class _Benchmark:
         seeds = self._table("grid").get("seeds", [0])
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
             raise ConfigError(f"{self.where('grid', 'seeds')}: expected a non-empty list of integers >= 0")
+        if len(set(seeds)) < len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ConfigError(
+                f"{self.where('grid', 'seeds')}: seed {', '.join(map(str, twice))} appears twice; each seed once"
+            )
         dataset = self._component("dataset", self._table("dataset"), "dataset")
         backbone = self._component("backbone", self._table("backbone"), "backbone")
         protocol = EvalProtocol(**self._section("protocol", PROTOCOL_PARAMS))

@@ -19,15 +19,20 @@ died more than ``max_retries`` times gets no record: the grid goes on, and a rer
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from metabench import runner
+from metabench import hookimpl, runner
 from metabench.errors import ConfigError, MetabenchError
 from metabench.executor import finish, recorded
 from metabench.registry import Registry, default_registry
@@ -68,6 +73,61 @@ def _check_reachable(address: str) -> None:
         ) from error
 
 
+_TOKEN_HINT = (
+    "a cluster with token authentication (Ray turns it on when the head's ~/.ray/auth_token exists) needs its "
+    "token here: copy the head's ~/.ray/auth_token to this machine's, or set RAY_AUTH_TOKEN to it"
+)
+
+
+def _use_token_if_any() -> None:
+    """Send the token of ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` when there is one: Ray
+    itself does so for an address it found, not for one it was given, and the head then refuses the driver."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _says_auth(log: Path | None) -> bool:
+    try:
+        return log is not None and "InvalidAuthToken" in log.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _flush() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _output_to(log: Path | None) -> Iterator[None]:
+    """Everything written to this process's stdout and stderr (Ray's Python and C++ start-up messages alike)
+    appended to ``log`` meanwhile; ``None``: left alone."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(log, "a") as handle:
+            os.dup2(handle.fileno(), 1)
+            os.dup2(handle.fileno(), 2)
+            try:
+                yield
+            finally:
+                _flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
 def _import_ray() -> Any:
     try:
         import ray
@@ -84,10 +144,44 @@ def _missing_components(spec: RunSpec, registry: Registry) -> list[str]:
     ]
 
 
-def _run_on_worker(spec: RunSpec, options: RunOptions) -> dict[str, Any]:
-    """The body of a Ray task: the run's record, built with the plugins installed on this worker's node."""
+class _StepCounts:
+    """A Ray actor: the latest meta-step of each run in flight, for the driver's progress bar."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, int] = {}
+
+    def report(self, run: str, step: int) -> None:
+        self.steps[run] = step
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.steps)
+
+
+class _StepReporter:
+    """A plugin for one run on a worker: sends its meta-step to :class:`_StepCounts`, at most twice a second."""
+
+    def __init__(self, counts: Any):
+        self.counts, self.sent = counts, 0.0
+
+    @hookimpl
+    def metabench_step_finished(self, spec: RunSpec, step: int) -> None:
+        if time.monotonic() - self.sent >= 0.5 or step == spec.training.meta_steps:
+            self.sent = time.monotonic()
+            self.counts.report.remote(spec.config_hash, step)
+
+
+def _run_on_worker(spec: RunSpec, options: RunOptions, counts: Any = None) -> dict[str, Any]:
+    """The body of a Ray task: the run's record, built with the plugins installed on this worker's node; its steps
+    go to the actor ``counts`` when the driver shows progress."""
     registry = default_registry()
-    record = runner.run(spec, registry, options)  # sets torch's threads from options.threads on a CPU run
+    reporter = _StepReporter(counts) if counts is not None else None
+    if reporter:
+        registry.plugin_manager.register(reporter)
+    try:
+        record = runner.run(spec, registry, options)  # sets torch's threads from options.threads on a CPU run
+    finally:
+        if reporter:
+            registry.plugin_manager.unregister(reporter)
     if record["status"] == "failed" and (missing := _missing_components(spec, registry)):
         broken = "; ".join(f"{b.plugin} ({b.error})" for b in registry.broken)
         record["error"] = (
@@ -111,7 +205,7 @@ class RayExecutor:
 
     def run(self, specs: Sequence[RunSpec], options: RunOptions) -> list[dict[str, Any]]:
         if specs:
-            started_here = self.connect()
+            started_here = self.connect(options.out / "ray.log")
             try:
                 self._run_all(specs, options)
             finally:
@@ -119,22 +213,37 @@ class RayExecutor:
                     self.ray.shutdown()
         return recorded(specs, options)
 
-    def connect(self) -> bool:
-        """Join ``address`` or start Ray on this machine (loopback only); ``True`` when this call started it."""
+    def connect(self, log: Path | None = None) -> bool:
+        """Join ``address`` or start a new Ray on this machine (loopback only, never one found in Ray's address
+        file); ``True`` when this call started it. What Ray prints meanwhile goes to the file ``log``."""
         ray, address = self.ray, self.ray_options.address
         if address:
             _check_reachable(address)
         if ray.is_initialized():
             return False
+        where = f"--address {address}" if address else "local Ray on 127.0.0.1"
         try:
-            if address:
-                ray.init(address=address, log_to_driver=True)
-            else:
-                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a loopback-only instance reports nowhere
-                ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+            with _output_to(log):
+                if address:
+                    _use_token_if_any()
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+                else:
+                    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a loopback-only instance reports nowhere
+                    ray.init(
+                        address="local",
+                        _node_ip_address="127.0.0.1",
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        logging_level=logging.ERROR,
+                    )
+        except ray.exceptions.AuthenticationError as error:
+            raise MetabenchError(
+                f"{where}: the cluster refused this driver's token ({error}); {_TOKEN_HINT}"
+            ) from error
         except (ConnectionError, RuntimeError, ValueError) as error:
-            where = f"--address {address}" if address else "local Ray on 127.0.0.1"
-            raise MetabenchError(f"{where}: cannot start or join a Ray cluster: {error}") from error
+            seen = f" (Ray's output: {log})" if log else ""
+            hint = f"; {_TOKEN_HINT}" if address and _says_auth(log) else ""
+            raise MetabenchError(f"{where}: cannot start or join a Ray cluster: {error}{seen}{hint}") from error
         bound = ray.get_runtime_context().gcs_address
         if _on_loopback(address) and not _on_loopback(bound):
             ray.shutdown()
@@ -165,26 +274,50 @@ class RayExecutor:
             return gpus
         return 1.0 if device != "cpu" and self.ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
+    def _check_resources(self, gpus: float) -> None:
+        """Some live node has ``--cpus-per-run`` CPUs and ``gpus`` GPUs: else Ray would wait for one for ever."""
+        cpus = self.ray_options.cpus_per_run
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        have = [
+            (n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0), n.get("NodeManagerAddress")) for n in nodes
+        ]
+        if any(c >= cpus and g >= gpus for c, g, _ in have):
+            return
+        wants = [f"--cpus-per-run {cpus:g}"] + ([f"--gpus-per-run {gpus:g}"] if gpus else [])
+        missing = "GPU" if any(c >= cpus for c, _, _ in have) else "CPU"
+        listing = "; ".join(f"{ip}: {c:g} CPU, {g:g} GPU" for c, g, ip in have) or "no live node"
+        raise MetabenchError(
+            f"{' '.join(wants)}: no node of the Ray cluster has the {missing}s for one run ({listing}); "
+            f"ask for less, or add a node that has them"
+        )
+
     def _run_all(self, specs: Sequence[RunSpec], options: RunOptions) -> None:
         ray, settings = self.ray, self.ray_options
         gpus = self._gpus_per_run(options.device)
         shipped = self._shipped(options, gpus)
+        self._check_resources(gpus)
         task = ray.remote(_run_on_worker).options(
             num_cpus=settings.cpus_per_run, num_gpus=gpus, max_retries=settings.max_retries, retry_exceptions=False
         )
+        counts = ray.remote(num_cpus=0)(_StepCounts).remote() if options.progress else None
         queue = list(reversed(specs))
         window = settings.max_parallel or len(specs)
         in_flight: dict[Any, RunSpec] = {}
-        with tqdm(total=len(specs), desc="runs", unit="run", disable=not options.progress) as bar:
+        finished_steps = 0  # of the runs that came back
+        total = sum(spec.training.meta_steps for spec in specs)
+        with tqdm(total=total, desc="steps", unit="step", disable=not options.progress) as bar:
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < window:
                         spec = queue.pop()
-                        in_flight[task.remote(spec, shipped)] = spec
-                    bar.set_postfix_str(f"{len(in_flight)} in flight")
-                    ready, _ = ray.wait(list(in_flight), num_returns=1)
+                        in_flight[task.remote(spec, shipped, counts)] = spec
+                    ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0 if counts else None)
+                    finished_steps += sum(in_flight[ref].training.meta_steps for ref in ready)
                     self._collect(ready, in_flight, options, bar)
-                    bar.set_postfix_str(f"{len(in_flight)} in flight")
+                    steps = ray.get(counts.snapshot.remote()) if counts is not None else {}
+                    bar.n = finished_steps + sum(steps.get(s.config_hash, 0) for s in in_flight.values())
+                    runs = len(specs) - len(queue) - len(in_flight)
+                    bar.set_postfix_str(f"{runs}/{len(specs)} runs, {len(in_flight)} in flight")
             except KeyboardInterrupt:
                 # keep what finished meanwhile, then stop the rest: their checkpoints stay for the rerun
                 if in_flight:
@@ -206,4 +339,3 @@ class RayExecutor:
                 finish(options, spec, record)
                 if record["status"] == "failed":
                     bar.write(f"{spec.label} failed: {record['error']}")
-            bar.update()

@@ -25,6 +25,7 @@ from metabench.schema import RecordError, dumps, parse
 
 _PACKAGES = ("metabench", "torch", "numpy", "scipy", "pluggy")
 _warned: set[tuple[str, int | None]] = set()
+_SOURCE = Path(__file__).resolve().parent
 
 
 def record_path(out: Path, spec: RunSpec) -> Path:
@@ -67,13 +68,14 @@ def load_record(out: Path, spec: RunSpec) -> dict[str, Any] | None:
 
 
 def read_records(out: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every usable record under ``out/runs`` with its file, oldest first; the others skipped with a warning."""
-    paths = sorted((out / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    """Every usable record under ``out/runs`` with its file, in file-name (config hash) order: the same on every
+    clone, whatever the files' times; the others skipped with a warning."""
+    paths = sorted((out / "runs").glob("*.json"))
     return [(path, record) for path in paths if (record := read_record(path)) is not None]
 
 
 def load_records(out: Path) -> list[dict[str, Any]]:
-    """Every usable record under ``out/runs``, oldest first."""
+    """Every usable record under ``out/runs``, in config-hash order."""
     return [record for _, record in read_records(out)]
 
 
@@ -85,6 +87,8 @@ def load_checkpoint(directory: Path, spec: RunSpec) -> dict[str, Any] | None:
     """The run's checkpoint; ``None`` (with a warning) when absent or not a plain-data checkpoint, so the run
     starts over rather than executing whatever a crafted file holds."""
     path = checkpoint_path(directory, spec)
+    for stale in directory.glob(f".{path.name}.*.tmp"):  # a write killed mid-way (kill -9): only its own run's
+        stale.unlink(missing_ok=True)
     if not path.exists():
         return None
     try:
@@ -102,15 +106,18 @@ def remove_checkpoint(directory: Path, spec: RunSpec) -> None:
     checkpoint_path(directory, spec).unlink(missing_ok=True)
 
 
-def git_commit() -> str | None:
-    """The commit of the metabench source tree (``+dirty`` when it has uncommitted changes), if it is a checkout."""
-    source = Path(__file__).resolve().parent
+def git_commit(source: Path = _SOURCE) -> str | None:
+    """The commit of the metabench source tree (``+dirty`` when it has uncommitted changes outside ``results/``,
+    which the benchmarks themselves rewrite), if ``source`` is in a checkout."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
+            cwd=source,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

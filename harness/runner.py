@@ -346,6 +346,8 @@ class _Trainer:
             dynamic_ncols=True,
         )
         with bar:
+            if self.state.resumed_from:
+                bar.write(f"{self.spec.label}: resuming at step {self.state.resumed_from} (from its checkpoint)")
             while self.state.step < (self.stop_at or settings.meta_steps):
                 loss = self._step(source)
                 self._observe(val_tasks)

@@ -1,8 +1,9 @@
 """``metabench show RUN``: one run's record in words — config, provenance, metrics with CIs, diagnostics — and its
-curve plot, found by a config-hash prefix or a label glob."""
+curve plot, found by a config-hash prefix or a label glob, either after ``BENCHMARK:`` (a glob too)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,16 @@ PROVENANCE_KEYS = ("status", "error", "started_at", "wall_seconds", "seeds", "en
 
 def find(out: Path, pattern: str) -> dict[str, Any]:
     """The one record under ``out`` whose config hash starts with ``pattern`` or whose label matches the glob
-    ``pattern`` (as ``--only`` matches); none or several is a :class:`MetabenchError` that lists them."""
+    ``pattern`` (as ``--only`` matches), optionally after a benchmark glob and a colon (``omniglot-5w1s:*maml*``);
+    none or several is a :class:`MetabenchError` that lists them."""
     records = results.load_records(out)
     if not records:
         raise MetabenchError(f"{out}: no run records under {out / 'runs'}; run a benchmark first (metabench run FILE)")
-    by_hash = {r["config_hash"]: r for r in records}
-    labelled = config.select([RunSpec.from_dict(r["config"]) for r in records], pattern)
-    matches = {h: r for h, r in by_hash.items() if h.startswith(pattern)}
+    benchmark, _, label = pattern.rpartition(":")
+    in_benchmark = [r for r in records if fnmatch.fnmatchcase(r["config"]["benchmark"], benchmark or "*")]
+    by_hash = {r["config_hash"]: r for r in in_benchmark}
+    labelled = config.select([RunSpec.from_dict(r["config"]) for r in in_benchmark], label)
+    matches = {h: r for h, r in by_hash.items() if h.startswith(label)}
     matches.update({s.config_hash: by_hash[s.config_hash] for s in labelled if s.config_hash in by_hash})
     if not matches:
         raise MetabenchError(

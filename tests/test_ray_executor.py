@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -245,3 +250,102 @@ def test_trackers_open_and_close_each_run_on_its_worker(local_ray: Path, tmp_pat
         events = event_accumulator.EventAccumulator(str(run_dir))
         events.Reload()
         assert "status/text_summary" in events.Tags()["tensors"], run_dir
+
+
+def test_the_bar_counts_the_steps_of_the_runs_in_flight(local_ray: Path, tmp_path: Path, capsys) -> None:
+    grid = str(_grid(tmp_path, ["fomaml"], ("query", "metamix")))  # 2 runs of 6 steps
+    assert main(["run", grid, "--out", str(tmp_path), "--device", "cpu", "--executor", "ray"]) == 0
+    bar = capsys.readouterr().err
+    assert "steps: 100%" in bar and "12/12" in bar and "2/2 runs, 0 in flight" in bar
+
+
+def _driver(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "metabench.cli", "run", *args, "--device", "cpu", "--no-progress"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_resources_no_node_has_are_an_error_before_anything_runs(local_ray: Path, tmp_path: Path, capsys) -> None:
+    grid, out = str(_grid(tmp_path, ["fomaml"])), tmp_path / "out"
+    address = ["--executor", "ray", "--address", ray.get_runtime_context().gcs_address, "--out", str(out)]
+    gpu = _driver(grid, *address, "--gpus-per-run", "0.5", env=dict(os.environ), timeout=90)
+    assert gpu.returncode == 2, gpu.stderr
+    assert "--gpus-per-run 0.5: no node of the Ray cluster has the GPUs for one run (127.0.0.1: 2 CPU, 0 GPU)" in (
+        gpu.stderr
+    )
+    # in this process, on the module's Ray: no second driver to start
+    assert main(["run", grid, "--out", str(out), "--executor", "ray", "--cpus-per-run", "3", "--no-progress"]) == 2
+    assert "--cpus-per-run 3: no node of the Ray cluster has the CPUs" in capsys.readouterr().err
+    assert not (out / "runs").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def loopback_head() -> Iterator[tuple[str, dict[str, str]]]:
+    """A ``ray start --head`` on 127.0.0.1 with 1 CPU and token authentication on (Ray's default once
+    ``~/.ray/auth_token`` exists), in its own temp dir and home; yields its address and the drivers' environment
+    (that home and temp dir: Ray's address file names the head). Stopped by its process group at the end."""
+    root = Path(tempfile.mkdtemp(prefix="mbh", dir="/tmp"))  # short: Ray's socket paths are limited to 107 bytes
+    (root / "home" / ".ray").mkdir(parents=True)
+    (root / "home" / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env.update(HOME=str(root / "home"), TMPDIR=str(root), RAY_USAGE_STATS_ENABLED="0")
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus", "1"]
+    command += ["--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard", "false"]
+    for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"):
+        command += [flag, str(_free_port())]
+    head = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        address_file = root / "ray" / "ray_current_cluster"
+        deadline = time.monotonic() + 60
+        while not address_file.exists() and time.monotonic() < deadline and head.poll() is None:
+            time.sleep(0.2)
+        assert address_file.read_text().strip() == f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # what SIGTERM left (the GCS server ignores it)
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="tells its own instance from the 1-CPU head by a 2-CPU run")
+def test_local_ray_starts_its_own_instance_and_keeps_its_output_in_a_log(loopback_head, tmp_path: Path) -> None:
+    _, env = loopback_head  # the head is in Ray's address file: a local Ray must not join it
+    out = tmp_path / "out"
+    done = _driver(
+        str(_grid(tmp_path, ["fomaml"])),
+        "--executor",
+        "ray",
+        "--cpus-per-run",
+        "2",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout.splitlines()[0] == "1 run: 1 to run", done.stdout
+    assert len(done.stdout.splitlines()) == 2 and (out / "ray.log").is_file()  # what Ray says goes there
+
+
+def test_address_joins_a_head_with_token_authentication(loopback_head, tmp_path: Path) -> None:
+    address, env = loopback_head
+    out = tmp_path / "out"
+    done = _driver(
+        str(_grid(tmp_path, ["fomaml"])), "--executor", "ray", "--address", address, "--out", str(out), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "InvalidAuthToken" not in done.stderr
+    assert [r["status"] for r in results.load_records(out)] == ["ok"]
