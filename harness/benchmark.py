@@ -13,7 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard, plan, runner
+from metabench import config, leaderboard, plan, runner, sequential
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
 from metabench.preflight import preflight
@@ -49,15 +49,22 @@ def run_benchmark(
     options: RunOptions | None = None,
     executor: Executor | None = None,
     dry_run: bool = False,
+    until_decided: bool = False,
+    max_seeds: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> BenchmarkRun:
     """Run the benchmark file at ``path`` (``--only`` pattern ``only``, ``--set`` ``overrides``) and write its
-    leaderboard under ``options.out``; ``dry_run`` stops after the plan. User errors raise :class:`MetabenchError`."""
+    leaderboard under ``options.out``; ``dry_run`` stops after the plan. With ``until_decided`` (or the file's
+    ``[grid] seeds = { until_decided = true, max = N }``) the grid is round 1 of :mod:`metabench.sequential`, up to
+    ``max_seeds`` seeds per cell. User errors raise :class:`MetabenchError`."""
     registry = registry or default_registry()
     options = options or RunOptions()
     specs = config.select(config.load_benchmark(path, registry, profile=profile, overrides=overrides), only)
     if not specs:
         raise MetabenchError(f"{path}: no run matches --only {only!r}")
+    most = sequential.max_seeds(specs, until_decided, max_seeds)
+    if most is not None:
+        specs = sequential.planned(specs, most)
     if options.threads is not None and options.threads < 1:
         raise MetabenchError(f"--threads {options.threads}: must be >= 1")
     if executor is None:  # an executor chosen by the caller checks its own devices (workers may differ)
@@ -70,7 +77,11 @@ def run_benchmark(
     to_run = [p.spec for p in planned if p.will_run(options)]
     if to_run:
         preflight(to_run, registry, options, str(path))
-    outcome.records = (executor or SequentialExecutor(registry)).run(specs, options)
+    executor = executor or SequentialExecutor(registry)
+    if most is None:
+        outcome.records = executor.run(specs, options)
+    else:
+        outcome.records = sequential.run_until_decided(specs, options, executor, echo)
     outcome.paths = leaderboard.write_leaderboard(options.out, registry)
     registry.fire("metabench_leaderboard_written", paths=outcome.paths)
     return outcome

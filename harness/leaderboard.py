@@ -49,6 +49,11 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def cell_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's config as dotted keys, less what varies inside a cell; its :func:`stable_hash` is the cell's key."""
+    return {k: v for k, v in flat_config(config).items() if k.split(".")[0] not in _NOT_CONFIG}
+
+
 def staleness(record: dict[str, Any], registry: Registry | None) -> str:
     """Why ``record`` was made by other code than the installed one (``""`` when it was not, or unknown)."""
     if registry is None:
@@ -69,7 +74,7 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
     for record in records:
         config = record["config"]
         test = (record.get("metrics") or {}).get("test", {})
-        flat = {k: v for k, v in flat_config(config).items() if k.split(".")[0] not in _NOT_CONFIG}
+        flat = cell_config(config)
         analysis = config.get("analysis") or {}
         rows.append(
             {
@@ -420,6 +425,8 @@ def _stale(cells: pd.DataFrame) -> str:
 
 
 def _unfinished(runs: pd.DataFrame) -> str:
+    if (runs["status"] == "ok").all():
+        return ""
     lines = []
     for run in (
         runs[runs["status"] != "ok"].sort_values(["status", "sampler", "learner", "strategy", "seed"]).itertuples()
