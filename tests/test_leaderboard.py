@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from metabench.inference import VERDICTS, compare, holm, verdict
 from metabench.leaderboard import aggregate, runs_frame, write_leaderboard
 from metabench.schema import SCHEMA_VERSION
-from metabench.inference import VERDICTS, compare, holm, verdict
 
 
 def record(
