@@ -81,7 +81,7 @@ def run_benchmark(
     if most is None:
         outcome.records = executor.run(specs, options)
     else:
-        outcome.records = sequential.run_until_decided(specs, options, executor, echo)
+        outcome.specs, outcome.records = sequential.run_until_decided(specs, options, executor, echo)
     outcome.paths = leaderboard.write_leaderboard(options.out, registry)
     registry.fire("metabench_leaderboard_written", paths=outcome.paths)
     return outcome

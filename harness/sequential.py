@@ -114,14 +114,15 @@ def run_until_decided(
     options: RunOptions,
     executor: Executor,
     echo: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
-    """Run :func:`planned` ``specs`` round by round with ``executor``; the records of every run of every round."""
+) -> tuple[list[RunSpec], list[dict[str, Any]]]:
+    """Run :func:`planned` ``specs`` round by round with ``executor``: the specs and the records of every round."""
     initial = sorted({spec.seed for spec in specs})
     looks = specs[0].analysis.looks
     counts = schedule(len(initial), specs[0].analysis.max_seeds or len(initial))
     seeds = seed_list(initial, counts[-1])
     templates = {_cell_key(spec): spec for spec in specs}
-    records = executor.run(list(specs), options)
+    ran = list(specs)
+    records = executor.run(ran, options)
     for number in range(2, len(counts) + 1):
         cells = leaderboard.aggregate(leaderboard.runs_frame(records))
         undecided = cells[cells["verdict"] == "undecided"] if len(cells) else cells
@@ -140,5 +141,6 @@ def run_until_decided(
             f"round {number}/{len(counts)}: {len(undecided)} comparison(s) undecided; seeds {_span(new_seeds)} for "
             f"{len(todo) // len(new_seeds)} cell(s), {len(todo)} runs"
         )
+        ran += todo
         records = records + executor.run(todo, options)
-    return records
+    return ran, records

@@ -224,3 +224,17 @@ def test_an_address_where_no_ray_listens_is_an_error_not_a_wait(tmp_path: Path, 
     grid = str(_grid(tmp_path, ["fomaml"]))
     assert main(["run", grid, "--out", str(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1"]) == 2
     assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+
+
+def test_until_decided_on_ray_gives_the_sequential_rounds_records(local_ray: Path, tmp_path: Path) -> None:
+    grid = write_benchmark(
+        tmp_path / "grid.toml", "sine", {"training.meta_steps": 4, "grid.learners": ["maml"], "grid.seeds": [0, 1]}
+    )
+    common = ["run", str(grid), "--device", "cpu", "--no-progress", "--until-decided", "--max-seeds", "4"]
+    assert main([*common, "--out", str(tmp_path / "seq")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--max-parallel", "2"]) == 0
+    sequential, distributed = _records(tmp_path / "seq"), _records(tmp_path / "ray")
+    assert sequential.keys() == distributed.keys() and len(sequential) in (4, 8)
+    for key, record in sequential.items():
+        assert distributed[key]["config"]["analysis"] == record["config"]["analysis"]
+        assert distributed[key]["metrics"]["test"]["per_task"] == record["metrics"]["test"]["per_task"]
