@@ -163,3 +163,14 @@ def seeds_to_detect(sd: float, effect: float, alpha: float, power: float = POWER
         if minimum_detectable(sd, n, alpha, power) <= abs(effect):
             return n
     return None
+
+
+def seeds_to_bound(sd: float, half_width: float, alpha: float, most: int = 1000) -> int | None:
+    """The fewest seeds whose ``1 − alpha`` interval of a Δ with per-seed difference sd is at most ``half_width``
+    wide on each side (``None``: over ``most``, or unknown)."""
+    if not (math.isfinite(sd) and half_width > 0):
+        return None
+    for n in range(2, most + 1):
+        if stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n) <= half_width:
+            return n
+    return None
