@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 ALPHA = 0.05
@@ -174,3 +175,18 @@ def seeds_to_bound(sd: float, half_width: float, alpha: float, most: int = 1000)
         if stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n) <= half_width:
             return n
     return None
+
+
+def compare_cells(mine: pd.DataFrame, other: pd.DataFrame, alpha: float = ALPHA) -> Comparison | str:
+    """:func:`compare` for two cells given as rows of the leaderboard's runs frame (``seed``, ``mean``,
+    ``tasks_hash``, ``config_key``, successful runs only), or why they cannot be compared."""
+    for frame in (mine, other):
+        if frame.empty:
+            return "no successful run"
+        if frame["config_key"].nunique() != 1:
+            return "records of several configs (never averaged)"
+    reason = not_comparable(set(mine["tasks_hash"]), set(other["tasks_hash"]), set(mine["seed"]) & set(other["seed"]))
+    if reason:
+        return reason
+    seed_means = [dict(zip(f["seed"], f["mean"].astype(float), strict=True)) for f in (mine, other)]
+    return compare(*seed_means, alpha)
