@@ -222,7 +222,7 @@ def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
 
 def _show(args: argparse.Namespace, registry: Registry) -> int:
     record = show.find(args.results, args.run)
-    print(show.render(record, show.plot(args.results, record)))
+    print(show.render(record, show.plot(args.results, record), show.cell_of(args.results, record)))
     return 0
 
 

@@ -105,6 +105,7 @@ def test_show_finds_a_run_by_hash_prefix_and_writes_its_plot(ran, capsys):
     assert record["environment"]["versions"]["torch"] in text and "provenance:" in text
     test = record["metrics"]["test"]
     assert re.search(rf"test\s+{test['mean']:.4f}\s+{test['ci95']:.4f}", text)
+    assert f"cell (this config, seeds 0): test mean {test['mean']:.4f} no CI with one seed" in text
     assert "grad_norm_support" in text
     plot = out / "plots" / f"{record['config_hash']}.png"
     assert f"curve plot: {plot}" in text and plot.stat().st_size > 0
