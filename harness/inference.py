@@ -71,7 +71,7 @@ class Comparison:
     sd: float  # standard deviation of the per-seed differences
     seeds: tuple[int, ...]  # the paired seeds
     alpha: float  # the level the CI and the test were made at
-    mde: float  # minimum detectable |Δ| at 80% power with these seeds and this sd
+    mde: float  # minimum detectable |Δ| at 80% power at ``alpha`` with these seeds and this sd
 
 
 def summarize_cell(seed_means: Sequence[float]) -> CellSummary:

@@ -253,8 +253,12 @@ def _compare(table: pd.DataFrame) -> pd.DataFrame:
     compared["p_holm"] = compared.groupby([table["benchmark"], table["profile"]])["p_value"].transform(
         lambda p: pd.Series(inference.holm(p.to_numpy()), index=p.index)
     )
+    family = compared.groupby([table["benchmark"], table["profile"]])["p_value"].transform("count")
     for index, row in compared.iterrows():
         if isinstance(row.get("comparison"), inference.Comparison):
+            comparison = row["comparison"]  # detectable at Holm's strictest step, α / looks / comparisons in the table
+            worst = comparison.alpha / max(int(family[index]), 1)
+            compared.at[index, "mde"] = inference.minimum_detectable(comparison.sd, len(comparison.seeds), worst)
             margin = table.at[index, "margin"]
             scale = inference.DISPLAY_SCALE.get(table.at[index, "metric"], 1.0)
             raw_margin = None if pd.isna(margin) else margin / scale
@@ -313,7 +317,10 @@ def shown(cell: Any, scale: float) -> Shown:
         if verdict == "equivalent":
             verdict = f"equivalent (within ±{cell.margin:g})"
         elif verdict == "undecided":
-            verdict = f"undecided ({inference.why_undecided(int(cell.paired_seeds), cell.mde, scale)})"
+            verdict = f"undecided ({inference.why_undecided(int(cell.paired_seeds), cell.mde, scale)}"
+            if cell.p_value < cell.alpha <= cell.p_holm:
+                verdict += f"; p = {cell.p_value:.2g} is {cell.p_holm:.2g} after Holm"
+            verdict += ")"
     return Shown(_number(cell.mean, scale), ci, cell.rank == 1, delta, delta_ci, verdict)
 
 
@@ -332,7 +339,8 @@ def verdict_caption(cells: pd.DataFrame) -> str:
         f"{level} t interval. Verdict: better / worse when the paired t-test rejects Δ = 0 at α = {inference.ALPHA:g} "
         "after Holm's correction over the comparisons of the table; equivalent when the Δ interval lies inside "
         "±margin (two one-sided tests; margin from [benchmark] equivalence_margin, default 1 accuracy point); "
-        "undecided otherwise, with the Δ its seeds would detect at 80% power. Best mean in bold."
+        "undecided otherwise, with the Δ its seeds would detect at 80% power (at Holm's strictest level, α over the "
+        "number of comparisons). Best mean in bold."
     )
 
 
