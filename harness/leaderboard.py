@@ -1,12 +1,13 @@
 """Leaderboards from the run records: ``LEADERBOARD.md``, ``leaderboard.csv`` and plots under the results folder.
 
-A cell is one config (everything but the seed) evaluated on one set of tasks; its seeds are aggregated, and records
-of different configs or different evaluation tasks are never averaged. Cells that share a label (benchmark, profile,
-sampler, learner, strategy) but differ in config are shown apart, each with the keys that differ
-(``training.meta_steps=30``). A strategy is compared with the same learner's plain strategy (``Strategy.plain``, stored
-in each record) of the same config by a paired t-test over tasks, only when both were evaluated on identical tasks
-(the records' task hashes); otherwise the reason is listed instead of a number. Records whose code differs from the
-code installed now (kept with ``--reuse-stale``) are marked stale.
+A cell is one config (everything but the seed) evaluated on one set of tasks; records of different configs or
+different evaluation tasks are never averaged. Cells that share a label (benchmark, profile, sampler, learner,
+strategy) but differ in config are shown apart, each with the keys that differ (``training.meta_steps=30``). A
+strategy is compared with the same learner's plain strategy (``Strategy.plain``, stored in each record) of the same
+config, on identical evaluation tasks (the records' task hashes), otherwise the reason is listed instead of a number.
+CIs, Δs and verdicts are :mod:`metabench.inference`'s: over training seeds, paired by seed, Holm within each table;
+:func:`shown` is the one style every table format (Markdown here, LaTeX and HTML in :mod:`metabench.tables`) prints.
+Records whose code differs from the code installed now (kept with ``--reuse-stale``) are marked stale.
 """
 
 from __future__ import annotations
