@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from metabench import inference
 from metabench.benchmark import run_benchmark
 from metabench.cache import cache_dir
 from metabench.runner import RunOptions
@@ -53,18 +54,23 @@ def main() -> None:
     records = run_benchmark(args.file, profile=args.profile, only=args.only, options=options).records
 
     rows = []
+    cells: dict[tuple[str, str], list[dict]] = {}
     for record in records:
         config = record["config"]
-        sampler, learner = config["sampler"]["name"], config["learner"]["name"]
+        cells.setdefault((config["sampler"]["name"], config["learner"]["name"]), []).append(record)
+    for (sampler, learner), runs in cells.items():
         paper = PAPER.get((sampler, learner)) or PAPER.get(("*", learner), "")
-        if record["status"] != "ok":
-            rows.append([sampler, learner, f"{record['status']}: {record['error']}", "", paper])
+        ok = [r for r in runs if r["status"] == "ok"]
+        if not ok:
+            rows.append([sampler, learner, f"{runs[0]['status']}: {runs[0]['error']}", "", paper])
             continue
-        test = record["metrics"]["test"]
-        seconds = record.get("wall_seconds", 0.0)
-        rows.append([sampler, learner, f"{100 * test['mean']:.2f} ± {100 * test['ci95']:.2f}", f"{seconds:.0f}", paper])
+        cell = inference.summarize_cell([100 * r["metrics"]["test"]["mean"] for r in ok])
+        score = f"{cell.mean:.2f}" + (f" ± {cell.ci95:.2f}" if cell.n_seeds > 1 else "") + f" ({cell.n_seeds} seeds)"
+        seconds = sum(r.get("wall_seconds", 0.0) for r in ok)
+        rows.append([sampler, learner, score, f"{seconds:.0f}", paper])
     print(f"\nLASIUM, Omniglot 5-way 1-shot, profile '{args.profile}' ({len(records)} runs, {args.out}):")
-    print(tabulate(rows, headers=["tasks from", "learner", "test accuracy % (95% CI)", "run s", "paper"]))
+    headers = ["tasks from", "learner", "test accuracy % (95% t CI over seeds)", "run s", "paper"]
+    print(tabulate(rows, headers=headers))
     generators = sorted((cache_dir() / "generators").glob("*.json"), key=lambda path: path.stat().st_mtime)
     for path in generators[-3:]:
         entry = json.loads(path.read_text())

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from metabench import leaderboard, statistics
+from metabench import inference, leaderboard
 from metabench.benchmark import run_benchmark
 from metabench.runner import RunOptions
 
@@ -51,23 +51,31 @@ def _cells(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, cells.set_index("strategy_name")
 
 
-def _versus(runs: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
-    """Mean per-task difference ``a − b`` and the paired t-test's p on the seeds both strategies have (NaN when the
-    two were not evaluated on the same tasks)."""
+def _versus(runs: pd.DataFrame, a: str, b: str) -> inference.Comparison | str:
+    """``a − b`` paired by training seed (:func:`metabench.inference.compare_cells`), or why not compared."""
     ok = runs[runs["status"] == "ok"]
-    outcome = statistics.versus(ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b])
-    return (np.nan, np.nan) if isinstance(outcome, str) else outcome
+    return inference.compare_cells(ok[ok["strategy_name"] == a], ok[ok["strategy_name"] == b])
+
+
+def _verdict(outcome: inference.Comparison | str) -> str:
+    """The leaderboard's verdict for one comparison on its own (no multiplicity correction: each claim is one)."""
+    if isinstance(outcome, str):
+        return "undecided"
+    return inference.verdict(outcome, outcome.p_value, inference.DEFAULT_MARGIN["accuracy"] / 100, True)
 
 
 def _accuracy(cell: pd.Series) -> str:
-    seeds = "" if np.isnan(cell["ci95_seeds"]) else f" (seeds ± {100 * cell['ci95_seeds']:.2f})"
-    return f"{100 * cell['mean']:.2f} ± {100 * cell['ci95_tasks']:.2f}{seeds}"
+    ci = "" if np.isnan(cell["ci95"]) else f" ± {100 * cell['ci95']:.2f}"
+    return f"{100 * cell['mean']:.2f}{ci} ({cell['seeds']} seeds)"
 
 
-def _delta(delta: float, p: float) -> str:
-    if np.isnan(delta):
-        return "not compared"
-    return f"{100 * delta:+.2f} (p={p:.2g}){' *' if p < statistics.SIGNIFICANCE else ''}"
+def _delta(outcome: inference.Comparison | str) -> str:
+    if isinstance(outcome, str):
+        return f"not compared: {outcome}"
+    if len(outcome.seeds) < 2:
+        return f"{100 * outcome.delta:+.2f} (1 seed: undecided)"
+    interval = f"[{100 * outcome.ci_low:+.2f}, {100 * outcome.ci_high:+.2f}]"
+    return f"{100 * outcome.delta:+.2f} {interval} {_verdict(outcome)}"
 
 
 def _measured_ranks(cells: pd.DataFrame, names: list[str]) -> pd.Series:
@@ -81,44 +89,51 @@ def table16(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
     rows = []
     for name in sorted(names, key=lambda n: ranks[n]):
         cell = cells.loc[name]
-        versus = "" if name == "query" else _delta(cell["delta"], cell["p_value"])
+        versus = "" if name == "query" else _delta(_versus(runs, name, "query"))
         title, mean, ci = PAPER[name]
         rows.append([ranks[name], name, _accuracy(cell), versus, paper_ranks[name], title, f"{mean:.2f} ± {ci:.2f}"])
-    headers = ["rank", "strategy", "accuracy % ± 95% CI tasks", "Δ vs query (paired)", "paper rank", "paper", "paper %"]
+    headers = ["rank", "strategy", "accuracy % ± 95% CI seeds", "Δ vs query (paired by seed)", "paper rank", "paper"]
+    headers.append("paper %")
     table = tabulate(rows, headers=headers, tablefmt="github")
     return table + "\n\n" + "\n".join(_ranking_verdict(runs, cells, names))
 
 
 def _ranking_verdict(runs: pd.DataFrame, cells: pd.DataFrame, names: list[str]) -> list[str]:
-    """Table 16's four claims, each checked on the means and with a paired t-test over the shared test tasks."""
+    """Table 16's four claims, each decided by the leaderboard's seed-paired comparison."""
     if set(names) != set(PAPER):
         return [f"ranking: not checked, strategies missing: {', '.join(sorted(set(PAPER) - set(names)))}"]
     mean = cells["mean"]
 
-    def beats(a: str, b: str) -> tuple[bool, str]:
-        delta, p = _versus(runs, a, b)
-        return delta > 0, f"{a} − {b} = {_delta(delta, p)}"
+    def beats(a: str, b: str) -> tuple[str, str]:
+        outcome = _versus(runs, a, b)
+        return _verdict(outcome), f"{a} − {b} = {_delta(outcome)}"
+
+    def status(verdicts: list[str], wanted: str) -> str:
+        """yes: all decided as the paper says; no: one decided otherwise; ?: the rest (more seeds would tell)."""
+        if all(v == wanted for v in verdicts):
+            return "yes"
+        return "?" if all(v in (wanted, "undecided") for v in verdicts) else "no"
 
     claims = []
-    worst = [beats(other, "mixup-ss") for other in names if other != "mixup-ss"]
-    claims.append(("Mixup(Ds,Ds) worst", all(ok for ok, _ in worst), "; ".join(text for _, text in worst)))
-    delta, p = _versus(runs, "cob", "query")
-    claims.append(
-        ("Dq ≈ Dcob (no significant difference)", p >= statistics.SIGNIFICANCE, f"cob − query = {_delta(delta, p)}")
+    for claim, pairs in [
+        ("Mixup(Ds,Ds) worst", [(other, "mixup-ss") for other in names if other != "mixup-ss"]),
+        ("Mixup(Dq,Dq) better than Dq and Dcob", [("mixup-qq", "query"), ("mixup-qq", "cob")]),
+        ("MetaMix best", [("metamix", other) for other in names if other != "metamix"]),
+    ]:
+        checked = [beats(a, b) for a, b in pairs]
+        claims.append((claim, status([v for v, _ in checked], "better"), "; ".join(text for _, text in checked)))
+    outcome = _versus(runs, "cob", "query")
+    claims.insert(
+        1, ("Dq ≈ Dcob (equivalent)", status([_verdict(outcome)], "equivalent"), f"cob − query = {_delta(outcome)}")
     )
-    better = [beats("mixup-qq", other) for other in ("query", "cob")]
-    claims.append(
-        ("Mixup(Dq,Dq) better than Dq and Dcob", all(ok for ok, _ in better), "; ".join(t for _, t in better))
-    )
-    best = [beats("metamix", other) for other in names if other != "metamix"]
-    claims.append(("MetaMix best", all(ok for ok, _ in best), "; ".join(text for _, text in best)))
-
     measured = " > ".join(mean[names].sort_values(ascending=False).index)
     lines = [f"paper ranking:    {' > '.join(PAPER)}", f"measured ranking: {measured}"]
-    lines += [f"  [{'yes' if ok else 'NO '}] {claim}: {evidence}" for claim, ok, evidence in claims]
-    held = sum(ok for _, ok, _ in claims)
-    verdict = "REPRODUCES" if held == len(claims) else "PARTLY reproduces" if held else "does NOT reproduce"
-    lines.append(f"Table 16's ranking {verdict} here ({held} of {len(claims)} claims hold on the means; * = p < 0.05).")
+    lines += [f"  [{state:>3}] {claim}: {evidence}" for claim, state, evidence in claims]
+    counts = {state: sum(s == state for _, s, _ in claims) for state in ("yes", "no", "?")}
+    lines.append(
+        f"Table 16's claims here: {counts['yes']} decided as the paper says, {counts['no']} decided otherwise, "
+        f"{counts['?']} undecided at these seeds (yes / no / ?)."
+    )
     return lines
 
 
@@ -128,10 +143,10 @@ def beyond_papers_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
     rows = []
     for name in sorted(names, key=lambda n: ranks[n]):
         cell = cells.loc[name]
-        versus_query = "" if name == "query" else _delta(cell["delta"], cell["p_value"])
-        versus_metamix = "" if name == "metamix" or "metamix" not in names else _delta(*_versus(runs, name, "metamix"))
+        versus_query = "" if name == "query" else _delta(_versus(runs, name, "query"))
+        versus_metamix = "" if name == "metamix" or "metamix" not in names else _delta(_versus(runs, name, "metamix"))
         rows.append([ranks[name], name, _accuracy(cell), versus_query, versus_metamix, f"{cell['steps_per_s']:.2f}"])
-    headers = ["rank", "strategy", "accuracy % ± 95% CI tasks", "Δ vs query", "Δ vs metamix", "steps/s"]
+    headers = ["rank", "strategy", "accuracy % ± 95% CI seeds", "Δ vs query", "Δ vs metamix", "steps/s"]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 

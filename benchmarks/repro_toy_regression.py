@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from metabench import provenance, results, schema
+from metabench import inference, provenance, results, schema
 from metabench.registry import default_registry
 from metabench.results import environment
 from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
@@ -179,9 +179,9 @@ def main() -> None:
     print(f"\nslope of the adapted fit on meta-test tasks (truth {TRUE_SLOPE}; support 5.3; training query 4.7)")
     for name, rows in summary.items():
         slopes, mses = [r[0] for r in rows], [r[1] for r in rows]
-        spread = statistics.stdev(slopes) if len(slopes) > 1 else float("nan")
+        cell = inference.summarize_cell(slopes)
         print(
-            f"{name:<10} slope {statistics.mean(slopes):.3f} ± {spread:.3f} (std over {len(slopes)} seeds), "
+            f"{name:<10} slope {cell.mean:.3f} ± {cell.ci95:.3f} (95% t interval over {cell.n_seeds} seeds), "
             f"MSE vs truth {statistics.mean(mses):.4f}"
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard, plan, runner
+from metabench import config, leaderboard, plan, runner, sequential
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor, recorded
 from metabench.preflight import preflight
@@ -50,18 +50,24 @@ def run_benchmark(
     selection: plan.Selection | None = None,
     executor: Executor | None = None,
     dry_run: bool = False,
+    until_decided: bool = False,
+    max_seeds: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> BenchmarkRun:
     """Run the benchmark file at ``path`` (``--only`` pattern ``only``, ``--set`` ``overrides``) and write its
     leaderboard under ``options.out``; ``dry_run`` stops after the plan. The grid is planned once, here: ``selection``
-    says which recorded runs run again, and the executor runs exactly the rest. User errors raise
-    :class:`MetabenchError`."""
+    says which recorded runs run again, and the executor runs exactly the rest. With ``until_decided`` (or the file's
+    ``[grid] seeds = { until_decided = true, max = N }``) the grid is round 1 of :mod:`metabench.sequential`, up to
+    ``max_seeds`` seeds per cell. User errors raise :class:`MetabenchError`."""
     registry = registry or default_registry()
     options = options or RunOptions()
     selection = selection or plan.Selection()
     specs = config.select(config.load_benchmark(path, registry, profile=profile, overrides=overrides), only)
     if not specs:
         raise MetabenchError(f"{path}: no run matches --only {only!r}")
+    most = sequential.max_seeds(specs, until_decided, max_seeds)
+    if most is not None:
+        specs = sequential.planned(specs, most)
     if options.threads is not None and options.threads < 1:
         raise MetabenchError(f"--threads {options.threads}: must be >= 1")
     if executor is None:  # an executor chosen by the caller checks its own devices (workers may differ)
@@ -75,9 +81,15 @@ def run_benchmark(
         preflight(to_run, registry, options, " ".join([str(path), *(f"--set {text}" for text in overrides)]))
     if dry_run:
         return outcome
-    if to_run:
-        (executor or SequentialExecutor(registry)).run(to_run, options)
-    outcome.records = recorded(specs, options)
+    executor = executor or SequentialExecutor(registry)
+    if most is None:
+        if to_run:
+            executor.run(to_run, options)
+        outcome.records = recorded(specs, options)
+    else:
+        outcome.specs, outcome.records = sequential.run_until_decided(
+            specs, options, executor, registry, selection, echo
+        )
     outcome.paths = leaderboard.write_leaderboard(options.out, registry)
     registry.fire("metabench_leaderboard_written", paths=outcome.paths)
     return outcome

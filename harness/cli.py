@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import hookspecs, leaderboard, plan, reproductions, show, tables, verify
+from metabench import hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -203,6 +203,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
             selection=selection,
             executor=_executor(args, registry),
             dry_run=args.dry_run,
+            until_decided=args.until_decided,
+            max_seeds=args.max_seeds,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
@@ -210,6 +212,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
     if args.dry_run:
         print(plan_table(done.planned))
         print(plan.summary(done.planned, selection) + " (dry run: nothing was run or written)")
+        if done.specs[0].analysis.looks > 1:
+            print(sequential.plan_text(done.specs))
         return 0
     summary = ", ".join(f"{n} {status}" for status, n in done.counts().items())
     lost = len(done.specs) - len(done.records)
@@ -234,16 +238,16 @@ def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
         if fmt not in ("md", *tables.FORMATS):
             allowed = ", ".join(["md", *tables.FORMATS])
             raise MetabenchError(f"--format {args.format}: unknown format '{fmt}'; allowed: {allowed}")
-    paths = leaderboard.write_leaderboard(args.results, registry)
+    paths = leaderboard.write_leaderboard(args.results, registry, plots=not args.no_plots)
     registry.fire("metabench_leaderboard_written", paths=paths)
-    extra = [tables.write(args.results, fmt) for fmt in formats if fmt != "md"]
+    extra = [tables.write(args.results, fmt, registry) for fmt in formats if fmt != "md"]
     print("\n".join(map(str, paths[:3] + extra)))
     return 0
 
 
 def _show(args: argparse.Namespace, registry: Registry) -> int:
     record = show.find(args.results, args.run)
-    print(show.render(record, show.plot(args.results, record)))
+    print(show.render(record, show.plot(args.results, record), show.cell_of(args.results, record)))
     return 0
 
 
@@ -311,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan (cell, seed, status, size); run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="after the grid's seeds, add seeds in rounds to the cells of undecided comparisons (error rate kept at "
+        "5%% over all rounds); needs --max-seeds or the file's [grid] seeds = { until_decided = true, max = N }",
+    )
+    run.add_argument("--max-seeds", type=int, metavar="N", help="--until-decided: at most N seeds per cell")
+    run.add_argument(
         "--checkpoint-dir", type=Path, help="where runs checkpoint (default: <out>/checkpoints; on a cluster: shared)"
     )
     run.add_argument(
@@ -335,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="md",
         help=f"comma-separated: md (always written), {', '.join(tables.FORMATS)} (leaderboard.tex / leaderboard.html)",
     )
+    board.add_argument("--no-plots", action="store_true", help="tables only: no leaderboard.png, no per-run plots")
     board.set_defaults(handler=_leaderboard)
 
     shown = sub.add_parser("show", help="one run: config, provenance, metrics with CIs, diagnostics, curve plot")

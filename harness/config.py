@@ -18,7 +18,7 @@ from typing import Any
 
 from metabench.errors import ConfigError
 from metabench.registry import Param, Registry, did_you_mean
-from metabench.runspec import ComponentRef, EvalProtocol, RunSpec, Training
+from metabench.runspec import Analysis, ComponentRef, EvalProtocol, RunSpec, Training
 
 SECTIONS = ("benchmark", "dataset", "backbone", "protocol", "training", "grid", "params", "profiles")
 GRID_AXES = {"samplers": "sampler", "learners": "learner", "strategies": "strategy"}
@@ -254,7 +254,7 @@ class _Benchmark:
 
     def expand(self) -> list[RunSpec]:
         benchmark = self._table("benchmark")
-        self._check_keys(benchmark, ("name", "description"), "benchmark")
+        self._check_keys(benchmark, ("name", "description", "equivalence_margin"), "benchmark")
         name = benchmark.get("name", self.path.stem)
         if not isinstance(name, str):
             raise ConfigError(f"{self.where('benchmark', 'name')}: expected a string")
@@ -264,14 +264,7 @@ class _Benchmark:
             for component in self._table("params", kind):
                 self.registry.get(kind, component, where=self.where("params", kind, component))
         self._check_keys(self._table("grid"), (*GRID_AXES, "seeds"), "grid")
-        seeds = self._table("grid").get("seeds", [0])
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-            raise ConfigError(f"{self.where('grid', 'seeds')}: expected a non-empty list of integers >= 0")
-        if len(set(seeds)) < len(seeds):
-            twice = sorted({s for s in seeds if seeds.count(s) > 1})
-            raise ConfigError(
-                f"{self.where('grid', 'seeds')}: seed {', '.join(map(str, twice))} appears twice; each seed once"
-            )
+        seeds, analysis = self._seeds(benchmark)
         dataset = self._component("dataset", self._table("dataset"), "dataset")
         backbone = self._component("backbone", self._table("backbone"), "backbone")
         protocol = EvalProtocol(**self._section("protocol", PROTOCOL_PARAMS))
@@ -279,6 +272,29 @@ class _Benchmark:
         axes = [self._axis(axis, kind) for axis, kind in GRID_AXES.items()]
         # seed outermost: a benchmark stopped halfway already has every cell of the first seeds
         return [
-            RunSpec(name, dataset, sampler, learner, strategy, backbone, protocol, training, seed, self.profile)
+            RunSpec(
+                name, dataset, sampler, learner, strategy, backbone, protocol, training, seed, self.profile, analysis
+            )
             for seed, sampler, learner, strategy in itertools.product(seeds, *axes)
         ]
+
+    def _seeds(self, benchmark: dict[str, Any]) -> tuple[list[int], Analysis]:
+        """``[grid] seeds``: a list, or ``{ start = [0, 1, 2], until_decided = true, max = 10 }`` (more seeds in
+        rounds while a comparison is undecided); and ``[benchmark] equivalence_margin``, how the runs are read."""
+        seeds: Any = self._table("grid").get("seeds", [0])
+        max_seeds = None
+        if isinstance(seeds, Mapping):
+            self._check_keys(seeds, ("start", "until_decided", "max"), "grid", "seeds")
+            if seeds.get("until_decided", False) is not False:
+                max_seeds = seeds.get("max")
+                if seeds.get("until_decided") is not True or not isinstance(max_seeds, int):
+                    raise ConfigError(f"{self.where('grid', 'seeds')}: until_decided = true needs max = N (an integer)")
+            seeds = seeds.get("start", [0])
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+            raise ConfigError(f"{self.where('grid', 'seeds')}: expected a non-empty list of integers >= 0")
+        if max_seeds is not None and max_seeds < len(seeds):
+            raise ConfigError(f"{self.where('grid', 'seeds', 'max')} = {max_seeds}: fewer than the {len(seeds)} seeds")
+        margin = benchmark.get("equivalence_margin")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin <= 0):
+            raise ConfigError(f"{self.where('benchmark', 'equivalence_margin')} = {margin!r}: expected a number > 0")
+        return seeds, Analysis(None if margin is None else float(margin), max_seeds)

@@ -1,18 +1,20 @@
 """Leaderboards from the run records: ``LEADERBOARD.md``, ``leaderboard.csv`` and plots under the results folder.
 
-A cell is one config (everything but the seed) evaluated on one set of tasks; its seeds are aggregated, and records
-of different configs or different evaluation tasks are never averaged. Cells that share a label (benchmark, profile,
-sampler, learner, strategy) but differ in config are shown apart, each with the keys that differ
-(``training.meta_steps=30``). A strategy is compared with the same learner's plain strategy (``Strategy.plain``, stored
-in each record) of the same config by a paired t-test over tasks, only when both were evaluated on identical tasks
-(the records' task hashes); otherwise the reason is listed instead of a number. Records whose code differs from the
-code installed now (kept with ``--reuse-stale``) are marked stale.
+A cell is one config (everything but the seed) evaluated on one set of tasks; records of different configs or
+different evaluation tasks are never averaged. Cells that share a label (benchmark, profile, sampler, learner,
+strategy) but differ in config are shown apart, each with the keys that differ (``training.meta_steps=30``). A
+strategy is compared with the same learner's plain strategy (``Strategy.plain``, stored in each record) of the same
+config, on identical evaluation tasks (the records' task hashes), otherwise the reason is listed instead of a number.
+CIs, Δs and verdicts are :mod:`metabench.inference`'s: over training seeds, paired by seed, Holm within each table;
+:func:`shown` is the one style every table format (Markdown here, LaTeX and HTML in :mod:`metabench.tables`) prints.
+Records whose code differs from the code installed now (kept with ``--reuse-stale``) are marked stale.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from metabench import metrics, provenance, results  # noqa: E402
+from metabench import inference, metrics, provenance, results  # noqa: E402
 from metabench.cache import stable_hash  # noqa: E402
 from metabench.errors import MetabenchError  # noqa: E402
 from metabench.plots import plot_cells, plot_run  # noqa: E402 - show.py draws a run's curves too
 from metabench.registry import Registry  # noqa: E402
 from metabench.runspec import RunSpec, flat_config  # noqa: E402
-from metabench.statistics import SIGNIFICANCE, summarize, task_scores, versus  # noqa: E402
 
 CELL = ["benchmark", "profile", "sampler", "learner", "strategy"]
-_NOT_CONFIG = ("seed", "profile")  # what varies inside a cell (seeds) or only names it (profile)
+_NOT_CONFIG = ("seed", "profile", "analysis")  # what varies inside a cell (seeds), names it, or says how to read it
+
+
+def cell_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's config as dotted keys, less what varies inside a cell; its :func:`stable_hash` is the cell's key."""
+    return {k: v for k, v in flat_config(config).items() if k.split(".")[0] not in _NOT_CONFIG}
 
 
 def staleness(record: dict[str, Any], registry: Registry | None) -> str:
@@ -53,7 +59,8 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
     for record in records:
         config = record["config"]
         test = (record.get("metrics") or {}).get("test", {})
-        flat = {k: v for k, v in flat_config(config).items() if k not in _NOT_CONFIG}
+        flat = cell_config(config)
+        analysis = config.get("analysis") or {}
         rows.append(
             {
                 "benchmark": config["benchmark"],
@@ -81,6 +88,9 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
                 "strategy_plain": bool(record.get("strategy_plain")),
                 "tasks_hash": record.get("tasks_hash"),
                 "config_flat": flat,
+                "equivalence_margin": analysis.get("equivalence_margin"),
+                "looks": analysis.get("looks", 1),
+                "round": analysis.get("round", 1),
                 "config_key": stable_hash(flat),
                 "stale": staleness(record, registry),
             }
@@ -108,8 +118,8 @@ def _value(value: Any) -> str:
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (config and evaluation tasks) over its successful runs: mean, CIs over tasks and over seeds,
-    Δ vs the plain strategy on the same tasks, rank."""
+    """One row per cell (config and evaluation tasks) over its successful runs: the mean and 95% CI over per-seed
+    means, and the comparison with the plain strategy of the same config (Δ, its CI, p, verdict), ranked."""
     ok = runs[runs["status"] == "ok"].copy()
     if ok.empty:
         return pd.DataFrame()
@@ -117,10 +127,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     variants = _variants(ok)
     cells = []
     for key, group in ok.groupby([*CELL, "config_key", "tasks_hash"], sort=False):
-        seed_means = group["mean"].to_numpy(dtype=np.float64)
-        by_seeds = summarize(seed_means)
+        summary = inference.summarize_cell(group["mean"].to_numpy(dtype=np.float64))
         mo = pd.DataFrame([m for m in group["meta_overfitting"] if m])
         diagnostics = pd.DataFrame(list(group["diagnostics"]))
+        metric, goal = group["metric"].iloc[0], group["goal"].iloc[0]
+        margins = [m for m in group["equivalence_margin"] if m is not None and not pd.isna(m)]
         cells.append(
             {
                 **dict(zip(CELL, key[: len(CELL)], strict=True)),
@@ -130,13 +141,16 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 "strategy_plain": bool(group["strategy_plain"].iloc[0]),
                 "stale": "; ".join(sorted({s for s in group["stale"] if s})),
                 "strategy_name": group["strategy_name"].iloc[0],
-                "metric": group["metric"].iloc[0],
-                "goal": group["goal"].iloc[0],
-                "mean": by_seeds["mean"],
-                "ci95_tasks": summarize(task_scores(group, group["seed"]))["ci95"],
-                "ci95_seeds": by_seeds["ci95"] if by_seeds["n"] > 1 else np.nan,
+                "metric": metric,
+                "goal": goal,
+                "mean": summary.mean,
+                "ci95": summary.ci95,
+                "seed_sd": summary.sd,
+                "seeds": summary.n_seeds,
+                "rounds": int(group["round"].max()),
+                "looks": int(group["looks"].max()),
+                "margin": max(margins) if margins else inference.DEFAULT_MARGIN.get(metric, np.nan),
                 "n_tasks": len(group["per_task"].iloc[0]),
-                "seeds": len(group),
                 "steps_per_s": group["steps_per_s"].astype(float).mean(),
                 "device": ", ".join(sorted(set(group["device"]))),
                 **{
@@ -147,39 +161,105 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 },
                 **diagnostics.mean(numeric_only=True).to_dict(),
                 "plot_hash": next(iter(group[group["has_curves"]].sort_values("seed")["config_hash"]), None),
+                "seed_means": dict(zip(group["seed"], _compared(goal, group["mean"].astype(float)), strict=True)),
+                "family_key": stable_hash(_without_strategy(group["config_flat"].iloc[0])),
             }
         )
-    table = pd.DataFrame(cells)
-    compared = [_versus_baseline(ok, cell) for cell in table.itertuples()]
-    table["delta"] = [c[0] for c in compared]
-    table["p_value"] = [c[1] for c in compared]
-    table["baseline"] = [c[2] for c in compared]
-    table["not_tested"] = [c[3] for c in compared]
+    table = _compare(pd.DataFrame(cells))
     signed = signed_mean(table)
     table["rank"] = signed.groupby([table["benchmark"], table["profile"]]).rank(ascending=False, method="min")
-    return table.sort_values(["benchmark", "profile", "rank"]).reset_index(drop=True)
+    return (
+        table.drop(columns=["seed_means", "family_key"])
+        .sort_values(["benchmark", "profile", "rank"])
+        .reset_index(drop=True)
+    )
 
 
-def _versus_baseline(ok: pd.DataFrame, cell: Any) -> tuple[float, float, str, str]:
-    """Δ, p, the baseline strategy's label and, when no test was made, why: against the runs of the same benchmark,
-    profile, sampler and learner, with a plain strategy and a config that differs only in the strategy."""
-    if cell.strategy_plain:
-        return np.nan, np.nan, "", ""
-    same = (ok["benchmark"] == cell.benchmark) & (ok["profile"] == cell.profile)
-    same &= (ok["sampler"] == cell.sampler) & (ok["learner"] == cell.learner)
-    mine = ok[same & (ok["config_key"] == cell.config_key) & (ok["tasks_hash"] == cell.tasks_hash)]
-    config = _without_strategy(mine["config_flat"].iloc[0])
-    candidates = ok[same & ok["strategy_plain"]]
-    candidates = candidates[[_without_strategy(c) == config for c in candidates["config_flat"]]]
-    if candidates.empty:
-        return np.nan, np.nan, "", "no plain-strategy run of the same config"
-    on_same_tasks = candidates[candidates["tasks_hash"] == cell.tasks_hash]
-    baseline = on_same_tasks if len(on_same_tasks) else candidates
-    label = baseline["strategy"].iloc[0]
-    outcome = versus(mine, baseline[baseline["config_key"] == baseline["config_key"].iloc[0]])
-    if isinstance(outcome, str):
-        return np.nan, np.nan, label, outcome
-    return outcome[0], outcome[1], label, ""
+COMPARISON_COLUMNS = (
+    "baseline",
+    "not_tested",
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+    "p_holm",
+    "mde",
+    "paired_seeds",
+    "alpha",
+    "verdict",
+)
+
+
+def _compare(table: pd.DataFrame) -> pd.DataFrame:
+    """Each non-plain cell against the plain strategy of the same benchmark, profile, sampler, learner and config
+    (all but the strategy), on the same evaluation tasks, paired by seed; Holm over each table's comparisons, at
+    ``alpha / looks`` when its cells were run until decided."""
+    rows: list[dict[str, Any]] = []
+    plain = table[table["strategy_plain"]]
+    by_family = {
+        key: group for key, group in plain.groupby(["benchmark", "profile", "sampler", "learner", "family_key"])
+    }
+    looks = table.groupby(["benchmark", "profile"])["looks"].transform("max")
+    for cell, cell_looks in zip(table.itertuples(), looks, strict=True):
+        row: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS, np.nan) | {
+            "baseline": "",
+            "not_tested": "",
+            "verdict": "",
+        }
+        row["alpha"] = inference.ALPHA / cell_looks
+        rows.append(row)
+        if cell.strategy_plain:
+            continue
+        candidates = by_family.get((cell.benchmark, cell.profile, cell.sampler, cell.learner, cell.family_key))
+        if candidates is None:
+            row["not_tested"] = "no plain-strategy run of the same config"
+            continue
+        on_same_tasks = candidates[candidates["tasks_hash"] == cell.tasks_hash]
+        baseline = (on_same_tasks if len(on_same_tasks) else candidates).iloc[0]
+        row["baseline"] = baseline["strategy"]
+        row["baseline_key"] = baseline["config_key"]
+        reason = inference.not_comparable(
+            {cell.tasks_hash}, {baseline["tasks_hash"]}, set(cell.seed_means) & set(baseline["seed_means"])
+        )
+        if reason:
+            row["not_tested"] = reason
+            continue
+        comparison = inference.compare(cell.seed_means, baseline["seed_means"], row["alpha"])
+        row |= {
+            "delta": comparison.delta,
+            "delta_ci_low": comparison.ci_low,
+            "delta_ci_high": comparison.ci_high,
+            "p_value": comparison.p_value,
+            "mde": comparison.mde,
+            "paired_seeds": len(comparison.seeds),
+            "comparison": comparison,
+        }
+    compared = pd.DataFrame(rows, index=table.index)
+    compared["p_holm"] = compared.groupby([table["benchmark"], table["profile"]])["p_value"].transform(
+        lambda p: pd.Series(inference.holm(p.to_numpy()), index=p.index)
+    )
+    family = compared.groupby([table["benchmark"], table["profile"]])["p_value"].transform("count")
+    for index, row in compared.iterrows():
+        if isinstance(row.get("comparison"), inference.Comparison):
+            comparison = row["comparison"]  # detectable at Holm's strictest step, α / looks / comparisons in the table
+            worst = comparison.alpha / max(int(family[index]), 1)
+            compared.at[index, "mde"] = inference.minimum_detectable(comparison.sd, len(comparison.seeds), worst)
+            margin = table.at[index, "margin"]
+            scale = inference.DISPLAY_SCALE.get(table.at[index, "metric"], 1.0)
+            raw_margin = None if pd.isna(margin) else margin / scale
+            higher_is_better = table.at[index, "goal"] != "minimize"  # a target's scores are compared signed
+            compared.at[index, "verdict"] = inference.verdict(
+                row["comparison"], row["p_holm"], raw_margin, higher_is_better
+            )
+    if "baseline_key" not in compared:
+        compared["baseline_key"] = None
+    return pd.concat([table, compared.drop(columns=["comparison"], errors="ignore")], axis=1)
+
+
+def _compared(goal: metrics.Goal, seed_means: pd.Series) -> pd.Series:
+    """The per-seed means a comparison pairs: as recorded for a direction (its Δ reads in the metric's units), signed
+    for a target (:func:`metabench.metrics.signed`: its Δ is how much closer to the target)."""
+    return seed_means if isinstance(goal, str) else metrics.signed(goal, seed_means)
 
 
 def _without_strategy(flat: dict[str, Any]) -> dict[str, Any]:
@@ -200,15 +280,64 @@ def metric_display(cells: pd.DataFrame) -> tuple[float, str]:
     return metrics.display(cells["metric"].iloc[0], cells["goal"].iloc[0])
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A cell as every table shows it (Markdown, LaTeX, HTML): one ranking, bolding and verdict style."""
+
+    score: str  # "62.31"
+    ci: str  # "± 1.20"; "" with one seed
+    bold: bool  # ranked first in its table
+    delta: str  # "+2.31", "not tested: why", "" for a plain strategy
+    delta_ci: str  # "[+0.80, +3.82]"
+    verdict: str  # "better", ..., "undecided (2 seeds: detects ≥ 6.1)"
+
+
+def shown(cell: Any, scale: float) -> Shown:
+    """How ``cell`` (a row of :func:`aggregate`) reads in a table whose scores are multiplied by ``scale``."""
+    ci = "" if pd.isna(cell.ci95) else f"± {cell.ci95 * scale:.2f}"
+    delta = delta_ci = verdict = ""
+    if cell.not_tested:
+        delta = f"not tested: {cell.not_tested}"
+    elif not pd.isna(cell.delta):
+        delta = f"{cell.delta * scale:+.2f}"
+        if not pd.isna(cell.delta_ci_low):
+            delta_ci = f"[{cell.delta_ci_low * scale:+.2f}, {cell.delta_ci_high * scale:+.2f}]"
+        verdict = cell.verdict
+        if verdict == "equivalent":
+            verdict = f"equivalent (within ±{cell.margin:g})"
+        elif verdict == "undecided":
+            verdict = f"undecided ({inference.why_undecided(int(cell.paired_seeds), cell.mde, scale)}"
+            if cell.p_value < cell.alpha <= cell.p_holm:
+                verdict += f"; p = {cell.p_value:.2g} is {cell.p_holm:.2g} after Holm"
+            verdict += ")"
+    return Shown(_number(cell.mean, scale), ci, cell.rank == 1, delta, delta_ci, verdict)
+
+
+def verdict_caption(cells: pd.DataFrame) -> str:
+    """What the CIs, Δs and verdicts of ``cells`` mean, in one paragraph (every table format prints it)."""
+    looks = int(cells["looks"].max()) if len(cells) else 1
+    level = (
+        "95%"
+        if looks == 1
+        else f"1 − {inference.ALPHA:g}/{looks} (cells run until decided: {looks} planned looks, α split over them)"
+    )
+    return (
+        "Score: mean over training seeds of each seed's mean over the fixed evaluation tasks (identical for every "
+        "cell); CI: 95% t interval over the per-seed means (n − 1 df; none with one seed). Δ: against the same "
+        "sampler, learner and config with the plain strategy, paired by training seed (the seeds both have), with its "
+        f"{level} t interval. Verdict: better / worse when the paired t-test rejects Δ = 0 at α = {inference.ALPHA:g} "
+        "after Holm's correction over the comparisons of the table; equivalent when the Δ interval lies inside "
+        "±margin (two one-sided tests; margin from [benchmark] equivalence_margin, default 1 accuracy point); "
+        "undecided otherwise, with the Δ its seeds would detect at 80% power (at Holm's strictest level, α over the "
+        "number of comparisons). Best mean in bold."
+    )
+
+
 def _markdown_table(cells: pd.DataFrame) -> str:
     scale, unit = metric_display(cells)
     rows = []
     for cell in cells.itertuples():
-        mean = _number(cell.mean, scale)
-        significant = not np.isnan(cell.p_value) and cell.p_value < SIGNIFICANCE
-        delta = "" if np.isnan(cell.delta) else f"{cell.delta * scale:+.2f}{' *' if significant else ''}"
-        if cell.not_tested:
-            delta = f"not tested: {cell.not_tested}"
+        show = shown(cell, scale)
         notes = ["stale"] if cell.stale else []
         rows.append(
             [
@@ -217,12 +346,14 @@ def _markdown_table(cells: pd.DataFrame) -> str:
                 cell.learner,
                 cell.strategy,
                 cell.variant,
-                f"**{mean}**" if cell.rank == 1 else mean,
-                f"± {_number(cell.ci95_tasks, scale)}",
-                f"± {_number(cell.ci95_seeds, scale)}" if not np.isnan(cell.ci95_seeds) else "",
+                f"**{show.score}**" if show.bold else show.score,
+                show.ci,
                 cell.seeds,
-                delta,
-                "" if np.isnan(cell.p_value) else f"{cell.p_value:.3g}",
+                cell.rounds if cell.looks > 1 else "",
+                show.delta,
+                show.delta_ci,
+                "" if pd.isna(cell.p_value) else f"{cell.p_value:.3g}",
+                show.verdict,
                 cell.baseline,
                 _number(cell.steps_per_s, 1.0),
                 cell.device,
@@ -236,18 +367,21 @@ def _markdown_table(cells: pd.DataFrame) -> str:
         "strategy",
         "config",
         unit,
-        "95% CI tasks",
-        "95% CI seeds",
+        "95% CI",
         "seeds",
+        "rounds",
         "Δ vs plain",
-        "p (paired t)",
+        "Δ CI",
+        "p",
+        "verdict",
         "plain",
         "steps/s",
         "device",
         "note",
     ]
-    # columns that would be empty on every row (no variants, nothing stale) are left out
-    keep = [i for i, header in enumerate(headers) if header not in ("config", "note") or any(r[i] for r in rows)]
+    # columns that would be empty on every row (no variants, no rounds, nothing stale) are left out
+    optional = ("config", "rounds", "note")
+    keep = [i for i, header in enumerate(headers) if header not in optional or any(r[i] for r in rows)]
     # numparse off: tabulate would turn "+5.00" into 5.0 and lose the sign of Δ
     table = [[r[i] for i in keep] for r in rows]
     return tabulate(table, headers=[headers[i] for i in keep], tablefmt="github", disable_numparse=True)
@@ -288,6 +422,8 @@ def _stale(cells: pd.DataFrame) -> str:
 
 
 def _unfinished(runs: pd.DataFrame) -> str:
+    if (runs["status"] == "ok").all():
+        return ""
     lines = []
     for run in (
         runs[runs["status"] != "ok"].sort_values(["status", "sampler", "learner", "strategy", "seed"]).itertuples()
@@ -308,14 +444,10 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from {len(runs)} run records · commit {listing('commit')}"
         f" · device {listing('device')} · profile {listing('profile')}",
         "",
-        "Mean over seeds of the mean over the fixed evaluation tasks (identical for every cell); 95% CI = "
-        "1.96·std/√n over tasks (per-task scores averaged over seeds) and over seeds. A row is one config: runs of "
-        "different configs are never averaged, and rows sharing a label show the keys that differ (config). Δ: "
-        "difference to the same sampler, learner and config with the plain strategy (column plain, the algorithm as "
-        f"published), paired t-test over identical evaluation tasks; * marks p < {SIGNIFICANCE}. Best in bold. "
-        "stale: recorded by other code than the one installed now (kept with --reuse-stale); a record that "
-        "`metabench verify` replayed bit-identically under the installed code is fresh (verified by replay of its "
-        "first meta-steps).",
+        verdict_caption(cells) + " A row is one config: runs of different configs are never averaged, and rows "
+        "sharing a label show the keys that differ (config). stale: recorded by other code than the one installed now "
+        "(kept with --reuse-stale); a record that `metabench verify` replayed bit-identically under the installed code "
+        "is fresh (verified by replay of its first meta-steps).",
     ]
     for (benchmark, profile), group in runs.groupby(["benchmark", "profile"], sort=True):
         parts += ["", f"## {benchmark} (profile `{profile}`)", ""]
@@ -352,8 +484,9 @@ def _plot_is_current(plot: Path, record_file: Path) -> bool:
     return stat.st_size > 0 and stat.st_mtime_ns >= record_file.stat().st_mtime_ns
 
 
-def write_leaderboard(out: Path, registry: Registry | None = None) -> list[Path]:
-    """Write ``LEADERBOARD.md``, ``leaderboard.csv``, ``leaderboard.png`` and the per-run plots under ``out``.
+def write_leaderboard(out: Path, registry: Registry | None = None, *, plots: bool = True) -> list[Path]:
+    """Write ``LEADERBOARD.md``, ``leaderboard.csv`` and, with ``plots``, ``leaderboard.png`` and the per-run plots
+    under ``out``.
 
     With ``registry``, records made by other code than the installed one are marked stale. The caller fires
     ``metabench_leaderboard_written`` (the leaderboard does not run anything)."""
@@ -364,9 +497,11 @@ def write_leaderboard(out: Path, registry: Registry | None = None) -> list[Path]
     paths = [out / "LEADERBOARD.md", out / "leaderboard.csv"]
     text = render_markdown(runs, cells) if len(runs) else "# metabench leaderboard\n\nNo runs yet.\n"
     results.atomic_write(paths[0], lambda handle: handle.write(text))
-    csv_columns = [c for c in cells.columns if c not in ("plot_hash", "config_key", "config_flat")]
+    csv_columns = [c for c in cells.columns if c not in ("plot_hash", "config_key", "baseline_key")]
     table = cells[csv_columns] if len(cells) else cells
     results.atomic_write(paths[1], lambda handle: table.to_csv(handle, index=False))
+    if not plots:
+        return paths
     if len(cells):
         paths.append(out / "leaderboard.png")
         plot_cells(cells, paths[-1])

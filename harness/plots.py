@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from metabench import metrics, results  # noqa: E402
 
-INTERVAL = "ci95_tasks"
+INTERVAL = "ci95"
 """The cells column drawn as each point's error bar (a half-width, in the metric's units)."""
 
 BUILT_IN_STRATEGIES = ("query", "cob", "mixup-ss", "mixup-qq", "metamix", "multi-mix", "multimix", "metamixup")

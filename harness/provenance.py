@@ -7,7 +7,7 @@ bit-identical parameters and scores (:mod:`metabench.verify`): then it is *verif
 by importing): each component's module and every module it imports, transitively, with their parent packages; and
 the host modules on the run path, the same closure from :mod:`metabench.runner`. The closure does not enter the
 standard library, nor the host modules that only decide what runs or how results are read (:data:`READERS`): the
-leaderboard and its statistics (the record keeps every per-task score they are computed from), tables, CLI, plan,
+leaderboard and its inference (the record keeps every per-task score they are computed from), tables, CLI, plan,
 reproductions, ``show``, provenance itself. A library outside metabench and its plugins (torch, numpy, tqdm, pluggy)
 is identified by its distribution's name and version, not its source. A component that builds another one by name
 (a LASIUM sampler's generative model, its ``model`` parameter) carries that component's identity too.
@@ -42,7 +42,7 @@ RUN_ROOT = "metabench.runner"
 # Host modules that decide what runs or how records are read: they never change a record's numbers.
 READERS = frozenset(
     f"metabench.{name}"
-    for name in ("cli", "leaderboard", "statistics", "tables", "reproductions", "show", "plan", "provenance")
+    for name in ("cli", "leaderboard", "inference", "tables", "reproductions", "show", "plan", "provenance")
 )
 _NOT_DATA_SUFFIXES = (".py", ".pyc", ".pyo", ".md", ".rst")
 _Signature = tuple[int, int]

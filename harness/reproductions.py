@@ -2,12 +2,15 @@
 ``results/REPRODUCTIONS.md``.
 
 A claim names the cells (sampler, learner and strategy labels of one benchmark) that test it, the paper's number for
-each, and how the verdict is decided: ``ranking`` (the cells in the paper's order, each consecutive pair ``<`` --
-significantly higher by a paired t-test on the shared evaluation tasks -- or ``~`` -- no significant difference) or
-``value`` (the paper's number inside our 95% CI, widened to ``tolerance``). A claim is judged at every scale
-(profile and its settings) its records ran at: ``reproduced`` when every relation holds; otherwise ``contradicted``
-at the paper's profile and ``not at this scale`` at a smaller one; ``not run`` when a cell has no successful record.
-Records are read through :func:`metabench.results.load_records`, only ``config``, ``status`` and ``metrics.test``.
+each, and how the verdict is decided: ``ranking`` (the cells in the paper's order, each consecutive pair ``<`` -- the
+second one ``better`` -- or ``~`` -- ``equivalent`` within the benchmark's margin) or ``value`` (the paper's number
+inside our 95% CI over seeds, widened to ``tolerance``). Comparisons are :mod:`metabench.inference`'s, as on the
+leaderboard: paired by training seed (only the seeds both cells have), on the same evaluation tasks, and a claim cell
+that matches records of several configs is ``ambiguous``, never averaged. A claim is judged at every scale (profile
+and its settings) its records ran at: ``reproduced`` when every relation is decided in the paper's direction;
+``contradicted`` at the paper's profile and ``not at this scale`` at a smaller one when one is decided against it;
+``undecided`` when none is against it but some are not decided, with the seeds that would decide them; ``not run``
+when a cell has no successful record. Records are read through :func:`metabench.results.load_records`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from metabench import results
+from metabench import inference, leaderboard, metrics, results
+from metabench.cache import stable_hash
 from metabench.errors import ConfigError
-from metabench.statistics import SIGNIFICANCE, paired_test, summarize
 
 KINDS = ("ranking", "value")
 RELATIONS = ("<", "~")
@@ -156,31 +159,73 @@ def _scale(record: dict[str, Any]) -> str:
     )
 
 
-def _cell_summary(runs: list[dict[str, Any]], factor: float) -> tuple[float, float, int]:
-    """Mean over seeds, its 95% CI (over seeds when there are several, else over the one run's tasks), seeds."""
-    means = [run["metrics"]["test"]["mean"] * factor for run in runs]
-    if len(means) > 1:
-        return float(np.mean(means)), summarize(means)["ci95"], len(means)
-    return means[0], runs[0]["metrics"]["test"]["ci95"] * factor, 1
+def _configs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """The runs of one claim cell split into inference cells (config and evaluation tasks), each by seed."""
+    cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        key = (stable_hash(leaderboard.cell_config(run["config"])), run.get("tasks_hash") or "")
+        cells.setdefault(key, {})[run["config"]["seed"]] = run
+    return cells
 
 
-def _task_scores(runs: list[dict[str, Any]], seeds: list[int], factor: float) -> np.ndarray:
-    chosen = sorted((run for run in runs if run["config"]["seed"] in seeds), key=lambda run: run["config"]["seed"])
-    return factor * np.mean([np.asarray(run["metrics"]["test"]["per_task"], dtype=np.float64) for run in chosen], 0)
+def _seed_means(runs: dict[int, dict[str, Any]], factor: float) -> dict[int, float]:
+    return {seed: factor * run["metrics"]["test"]["mean"] for seed, run in runs.items()}
 
 
-def _pair(lower: list[dict[str, Any]], upper: list[dict[str, Any]], relation: str, factor: float) -> tuple[bool, str]:
-    """Whether ``lower relation upper`` holds on the shared tasks (per-task scores averaged over shared seeds)."""
-    seeds = sorted({r["config"]["seed"] for r in lower} & {r["config"]["seed"] for r in upper})
-    if not seeds:
-        seeds_a, seeds_b = [r["config"]["seed"] for r in lower], [r["config"]["seed"] for r in upper]
-        a, b = _task_scores(lower, seeds_a, factor), _task_scores(upper, seeds_b, factor)
-    else:
-        a, b = _task_scores(lower, seeds, factor), _task_scores(upper, seeds, factor)
-    difference, p = paired_test(b, a)
+def _ours(runs: dict[int, dict[str, Any]], factor: float) -> str:
+    summary = inference.summarize_cell(list(_seed_means(runs, factor).values()))
+    if summary.n_seeds < 2:
+        return f"{summary.mean:.2f} (1 seed, no CI)"
+    return f"{summary.mean:.2f} ± {summary.ci95:.2f} ({summary.n_seeds} seeds)"
+
+
+def _margin(runs: dict[int, dict[str, Any]], factor: float) -> float | None:
+    """The equivalence margin in the claim's units: the records' ``[benchmark] equivalence_margin`` or the metric's
+    default (display units, converted)."""
+    run = next(iter(runs.values()))
+    metric = (run.get("metric") or {}).get("name", "accuracy")
+    margin = ((run["config"].get("analysis") or {}).get("equivalence_margin")) or inference.DEFAULT_MARGIN.get(metric)
+    return None if margin is None else margin / inference.DISPLAY_SCALE.get(metric, 1.0) * factor
+
+
+def _pair(
+    lower: dict[int, dict[str, Any]], upper: dict[int, dict[str, Any]], relation: str, factor: float
+) -> tuple[str, str]:
+    """Whether ``lower relation upper`` ``holds``, ``fails`` or is ``undecided``, and the evidence in words: upper −
+    lower paired by seed on the same tasks (only the seeds both have)."""
+    tasks = {r.get("tasks_hash") for r in lower.values()}, {r.get("tasks_hash") for r in upper.values()}
+    reason = inference.not_comparable(*tasks, set(lower) & set(upper))
+    if reason:
+        return "undecided", f"not compared: {reason}"
+    higher_is_better = metrics.goal_of(next(iter(upper.values())).get("metric") or {}) != "minimize"
+    comparison = inference.compare(_seed_means(upper, factor), _seed_means(lower, factor))
+    margin = _margin(upper, factor)
+    verdict = inference.verdict(comparison, comparison.p_value, margin, higher_is_better)
+    n = len(comparison.seeds)
+    text = f"{comparison.delta:+.2f}"
+    if n > 1:
+        text += f" [{comparison.ci_low:+.2f}, {comparison.ci_high:+.2f}], {verdict}, {n} seeds"
+    inside = margin is not None and n > 1 and -margin <= comparison.ci_low and comparison.ci_high <= margin
+    if relation == "~" and inside:  # equivalent within the margin, even where a small difference is significant
+        return "holds", text.replace(f", {verdict},", f", inside ±{margin:g},")
+    if relation == "<" and verdict == "better":
+        return "holds", text
+    if verdict != "undecided" or (relation == "~" and margin is None):
+        return "fails", text + ("" if margin is not None or relation == "<" else ", no equivalence margin")
+    needed = _seeds_to_decide(comparison, relation, margin)
+    return "undecided", text + f"; {needed}" if n > 1 else text + "; 1 seed: run ≥ 2 to decide"
+
+
+def _seeds_to_decide(comparison: inference.Comparison, relation: str, margin: float | None) -> str:
+    """The seeds that would decide an undecided relation if the observed Δ and seed spread held."""
     if relation == "<":
-        return difference > 0 and p < SIGNIFICANCE, f"{difference:+.2f} (p = {p:.2g})"
-    return p >= SIGNIFICANCE, f"{difference:+.2f} (p = {p:.2g})"
+        n = inference.seeds_to_detect(comparison.sd, comparison.delta, comparison.alpha)
+        return f"≈ {n} seeds would detect {comparison.delta:+.2f}" if n else "more seeds than are practical"
+    room = (margin or 0.0) - abs(comparison.delta)
+    if room <= 0:
+        return f"|Δ| is beyond the ±{margin:g} margin: more seeds would not make it equivalent"
+    n = inference.seeds_to_bound(comparison.sd, room, comparison.alpha)
+    return f"≈ {n} seeds would bound it within ±{margin:g}" if n else "more seeds than are practical"
 
 
 def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
@@ -195,39 +240,46 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
     verdicts = []
     for profile, scale in scales:
         at = [r for r in ok if (r["config"].get("profile") or "-", _scale(r)) == (profile, scale)]
-        runs = [[r for r in at if _matches(r, claim, cell)] for cell in claim.cells]
-        ours = tuple(
-            "not run"
-            if not cell_runs
-            else "{:.2f} ± {:.2f} ({} seed{})".format(
-                *_cell_summary(cell_runs, factor), "s" if len(cell_runs) > 1 else ""
-            )
-            for cell_runs in runs
-        )
-        if not any(runs):
+        found = [_configs([r for r in at if _matches(r, claim, cell)]) for cell in claim.cells]
+        if not any(found):
             continue
-        missing = [cell.label for cell, cell_runs in zip(claim.cells, runs, strict=True) if not cell_runs]
+        ours = tuple(
+            "not run" if not configs else "; ".join(_ours(runs, factor) for runs in configs.values())
+            for configs in found
+        )
+        missing = [cell.label for cell, configs in zip(claim.cells, found, strict=True) if not configs]
         if missing:
             verdicts.append(Verdict(claim, profile, scale, ours, f"no record for {', '.join(missing)}", "not run"))
             continue
+        several = [cell.label for cell, configs in zip(claim.cells, found, strict=True) if len(configs) > 1]
+        if several:
+            evidence = f"{', '.join(several)}: several configs match (never averaged); name the cells more precisely"
+            verdicts.append(Verdict(claim, profile, scale, ours, evidence, "ambiguous"))
+            continue
+        cells = [next(iter(configs.values())) for configs in found]
         if claim.kind == "value":
-            mean, ci, _ = _cell_summary(runs[0], factor)
-            gap = mean - claim.cells[0].paper
-            holds = abs(gap) <= max(ci, claim.tolerance)
-            evidence = f"ours − paper = {gap:+.2f}; accepted within ±{max(ci, claim.tolerance):.2f}"
+            summary = inference.summarize_cell(list(_seed_means(cells[0], factor).values()))
+            accepted = max(0.0 if np.isnan(summary.ci95) else summary.ci95, claim.tolerance)
+            gap = summary.mean - claim.cells[0].paper
+            outcome = "holds" if abs(gap) <= accepted else "fails"
+            evidence = f"ours − paper = {gap:+.2f}; accepted within ±{accepted:.2f}"
+            outcomes = [outcome]
         else:
             checks = [
-                (a.label, relation, b.label, *_pair(runs[i], runs[i + 1], relation, factor))
+                (a.label, relation, b.label, *_pair(cells[i], cells[i + 1], relation, factor))
                 for i, (a, b, relation) in enumerate(
                     zip(claim.cells[:-1], claim.cells[1:], claim.relations, strict=True)
                 )
             ]
-            holds = all(check[3] for check in checks)
-            evidence = "; ".join(f"{a} {r} {b}: {'✓' if ok else '✗'} {text}" for a, r, b, ok, text in checks)
-        if holds:
+            outcomes = [check[3] for check in checks]
+            marks = {"holds": "✓", "fails": "✗", "undecided": "?"}
+            evidence = "; ".join(f"{a} {r} {b}: {marks[o]} {text}" for a, r, b, o, text in checks)
+        if all(o == "holds" for o in outcomes):
             verdict = "reproduced"
-        else:
+        elif "fails" in outcomes:
             verdict = "contradicted" if profile == claim.paper_profile else "not at this scale"
+        else:
+            verdict = "undecided"
         verdicts.append(Verdict(claim, profile, scale, ours, evidence, verdict))
     if not verdicts:
         ours = ("not run",) * len(claim.cells)
@@ -247,10 +299,10 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
 # ---------------------------------------------------------------------------------------------------------- markdown
 def _how(claim: Claim) -> str:
     if claim.kind == "value":
-        return f"paper's number within our 95% CI (or ±{claim.tolerance:g})"
+        return f"paper's number within our 95% CI over seeds (or ±{claim.tolerance:g})"
     return (
-        "in the paper's order: '<' = higher by a paired t-test on the shared evaluation tasks "
-        f"(p < {SIGNIFICANCE}), '~' = no significant difference"
+        "in the paper's order: '<' = better (paired by training seed on the same tasks, t-test p < "
+        f"{inference.ALPHA:g}), '~' = equivalent (the 95% Δ interval inside ±margin)"
     )
 
 
@@ -263,9 +315,12 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
         "# Reproductions",
         "",
         f"Generated by `metabench reproductions` from `{claims_path}` and the run records; do not edit. "
-        "Verdicts: *reproduced* (every relation holds), *not at this scale* (it does not hold at a profile smaller "
-        "than the paper's), *contradicted* (it does not hold at the paper's profile), *not run* (a cell has no "
-        "record). Ours: mean ± 95% CI over seeds (over tasks for one seed).",
+        "Verdicts: *reproduced* (every relation decided in the paper's direction), *not at this scale* (one "
+        "decided against it at a profile smaller than the paper's), *contradicted* (decided against it at the "
+        "paper's profile), *undecided* (no relation against it, some not decided at the seeds run: the evidence says "
+        "how many seeds would decide it), *ambiguous* (a cell matches several configs, which are never averaged), "
+        "*not run* (a cell has no record). Every relation is tested at 5% on its own: a claim needs all of them, so "
+        "no multiplicity correction is due (intersection-union). Ours: mean ± 95% t interval over training seeds.",
         "",
         "| claim | paper | cells: paper → ours | scale | evidence | verdict |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -62,6 +62,16 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    """How a run's result is read, not what it computes: stored in its record, left out of its config hash."""
+
+    equivalence_margin: float | None = None  # display units (accuracy points); None: the metric's default
+    max_seeds: int | None = None  # run until decided, up to this many seeds per cell (None: the grid's seeds only)
+    looks: int = 1  # the planned looks at the comparisons (run until decided: the rounds), alpha split over them
+    round: int = 1  # the look this run's seed was added for
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """One grid cell and seed of a benchmark: everything that determines its result."""
 
@@ -75,6 +85,7 @@ class RunSpec:
     training: Training = field(default_factory=Training)
     seed: int = 0
     profile: str = ""
+    analysis: Analysis = field(default_factory=Analysis)
 
     @property
     def label(self) -> str:
@@ -93,13 +104,15 @@ class RunSpec:
             "protocol": asdict(self.protocol),
             "training": asdict(self.training),
             "seed": self.seed,
+            "analysis": asdict(self.analysis),
         }
 
     @cached_property  # computed once per spec: hooks and reporters ask for it at every meta-step
     def config_hash(self) -> str:
-        """Identifies the run's result: same hash, same run (the profile's name is left out, its values are not)."""
+        """Identifies the run's result: same hash, same run (the profile's name and how the result is read are left
+        out; the profile's values are not)."""
         config = self.to_dict()
-        del config["profile"]
+        del config["profile"], config["analysis"]
         return stable_hash(config)
 
     @classmethod
@@ -118,6 +131,7 @@ class RunSpec:
             training=Training(**data["training"]),
             seed=data["seed"],
             profile=data.get("profile", ""),
+            analysis=Analysis(**data.get("analysis", {})),
         )
 
 

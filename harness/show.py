@@ -1,5 +1,6 @@
-"""``metabench show RUN``: one run's record in words — config, provenance, metrics with CIs, diagnostics — and its
-curve plot, found by a config-hash prefix or a label glob, either after ``BENCHMARK:`` (a glob too)."""
+"""``metabench show RUN``: one run's record in words — config, provenance, metrics with CIs, diagnostics, the cell it
+belongs to (its config over every recorded seed, summarized by :mod:`metabench.inference`) — and its curve plot, found
+by a config-hash prefix or a label glob, either after ``BENCHMARK:`` (a glob too)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from metabench import config, leaderboard, results
+from metabench import config, inference, leaderboard, results
+from metabench.cache import stable_hash
 from metabench.errors import MetabenchError
 from metabench.runspec import RunSpec
 
@@ -54,8 +56,26 @@ def plot(out: Path, record: dict[str, Any]) -> Path | None:
     return path
 
 
-def render(record: dict[str, Any], plot_path: Path | None) -> str:
-    """The record as text: header, config (JSON), provenance, metrics with 95% CIs, diagnostics, plot path."""
+def cell_of(out: Path, record: dict[str, Any]) -> str:
+    """The record's cell in words: the successful runs of its config on its evaluation tasks, every seed, summarized
+    over seeds (the run's own CI is over its tasks, which one training seed shares)."""
+    key = (stable_hash(leaderboard.cell_config(record["config"])), record.get("tasks_hash"))
+    runs = [
+        r
+        for r in results.load_records(out)
+        if r["status"] == "ok" and (stable_hash(leaderboard.cell_config(r["config"])), r.get("tasks_hash")) == key
+    ]
+    if not runs:
+        return "cell: no successful run of this config"
+    seeds = sorted(r["config"]["seed"] for r in runs)
+    summary = inference.summarize_cell([r["metrics"]["test"]["mean"] for r in runs])
+    ci = "no CI with one seed" if summary.n_seeds < 2 else f"± {summary.ci95:.4f} (95% t interval over seeds)"
+    return f"cell (this config, seeds {', '.join(map(str, seeds))}): test mean {summary.mean:.4f} {ci}"
+
+
+def render(record: dict[str, Any], plot_path: Path | None, cell: str = "") -> str:
+    """The record as text: header, config (JSON), provenance, metrics with 95% CIs, diagnostics, its cell (``cell``,
+    from :func:`cell_of`), plot path."""
     parts = [
         f"run {record['config_hash']}  {record['config']['benchmark']}  {record['label']}  [{record['status']}]",
         "",
@@ -69,11 +89,13 @@ def render(record: dict[str, Any], plot_path: Path | None) -> str:
     if metrics:
         rows = [[name, s.get("mean"), s.get("ci95"), s.get("std"), s.get("n")] for name, s in metrics.items()]
         metric = (record.get("metric") or {}).get("name", "score")
-        parts += ["", f"metrics ({metric}, mean ± 95% CI over the evaluation tasks):"]
+        parts += ["", f"metrics ({metric}, this run: mean ± 95% CI over its evaluation tasks):"]
         parts.append(tabulate(rows, headers=["split", "mean", "± ci95", "std", "n"], floatfmt=".4f"))
     for title in ("diagnostics", "meta_overfitting"):
         if record.get(title):
             parts += ["", f"{title}:", json.dumps(record[title], indent=2)]
+    if cell:
+        parts += ["", cell]
     if record.get("best_step") is not None:
         parts += ["", f"training: {record.get('steps')} steps, best validation at step {record['best_step']}"]
     parts += ["", f"curve plot: {plot_path}" if plot_path else "curve plot: none (the run has no training curves)"]

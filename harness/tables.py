@@ -1,8 +1,7 @@
 """The leaderboard as tables for papers: ``leaderboard.tex`` (LaTeX, booktabs) and ``leaderboard.html`` (one
 self-contained page, plots embedded), written beside ``LEADERBOARD.md`` from the cells table of
-:func:`metabench.leaderboard.aggregate` with the same conventions: mean ± 95% CI over tasks, best in bold (here per
-benchmark, profile and sampler), Δ against the same learner's plain strategy (``Strategy.plain``, e.g. ``query``) with
-its paired-test p-value."""
+:func:`metabench.leaderboard.aggregate` and shown as :func:`metabench.leaderboard.shown` says (the same CIs, bolding,
+Δs and verdicts as the Markdown table, the same caption); rows recorded by other code are marked stale."""
 
 from __future__ import annotations
 
@@ -13,33 +12,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from metabench import leaderboard, results
-from metabench.statistics import SIGNIFICANCE
+from metabench.registry import Registry
 
 FORMATS = {"latex": "leaderboard.tex", "html": "leaderboard.html"}
-GROUP = ["benchmark", "profile", "sampler"]
-
-
-def marks(p_value: float) -> str:
-    """Significance of Δ: ``**`` for p < 0.01, ``*`` for p < ``SIGNIFICANCE``, nothing otherwise."""
-    if p_value is None or np.isnan(p_value):
-        return ""
-    return "**" if p_value < 0.01 else "*" if p_value < SIGNIFICANCE else ""
-
-
-def _best(group: pd.DataFrame) -> pd.Series:
-    signed = leaderboard.signed_mean(group)
-    return signed == signed.max()
 
 
 def _groups(cells: pd.DataFrame) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
-    """Per benchmark and profile, its cells ordered by sampler then rank, with a ``best`` column."""
-    cells = cells.assign(best=False)
-    for _, group in cells.groupby(GROUP, sort=True):
-        cells.loc[group.index, "best"] = _best(group)
+    """Per benchmark and profile, its cells ordered by sampler then rank."""
     for key, group in cells.groupby(["benchmark", "profile"], sort=True):
         yield key, group.sort_values(["sampler", "rank"], kind="stable")
 
@@ -56,26 +38,21 @@ def render_latex(cells: pd.DataFrame) -> str:
     """One booktabs ``table`` per benchmark and profile; a row per cell, samplers separated by a rule."""
     parts = [
         f"% metabench leaderboard, generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; needs \\usepackage{{booktabs}}",
-        "% mean +- 95% CI over the fixed evaluation tasks; best per sampler in bold; "
-        "Delta vs the plain strategy of the same learner (paired t-test over tasks): "
-        f"* p < {SIGNIFICANCE}, ** p < 0.01",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = leaderboard.metric_display(group)
-        unit = latex_escape(unit)
         title = latex_escape(benchmark) + ("" if profile == "-" else f" (profile {latex_escape(profile)})")
         label = re.sub(r"[^A-Za-z0-9]+", "-", benchmark if profile == "-" else f"{benchmark}-{profile}").strip("-")
+        stale = " $^\\dagger$: recorded by other code than the one installed now." if group["stale"].any() else ""
         parts += [
             "",
             "\\begin{table}[t]",
             "\\centering",
-            f"\\caption{{{title}: {unit}, mean $\\pm$ 95\\% CI "
-            "over tasks; best per sampler in bold; $\\Delta$ vs.\\ the plain strategy, "
-            f"$^{{*}}p<{SIGNIFICANCE}$, $^{{**}}p<0.01$ (paired $t$-test).}}",
+            f"\\caption{{{title}: {latex_escape(unit)}. {latex_escape(leaderboard.verdict_caption(group))}{stale}}}",
             f"\\label{{tab:{label}}}",
-            "\\begin{tabular}{lllrrr}",
+            "\\begin{tabular}{lllrrlr}",
             "\\toprule",
-            "Sampler & Learner & Strategy & Score & $\\Delta$ & Seeds \\\\",
+            "Sampler & Learner & Strategy & Score & $\\Delta$ & Verdict & Seeds \\\\",
             "\\midrule",
         ]
         previous = None
@@ -83,16 +60,16 @@ def render_latex(cells: pd.DataFrame) -> str:
             if previous is not None and cell.sampler != previous:
                 parts.append("\\midrule")
             previous = cell.sampler
-            score = f"{cell.mean * scale:.2f} $\\pm$ {cell.ci95_tasks * scale:.2f}"
-            if cell.best:
+            show = leaderboard.shown(cell, scale)
+            score = show.score + (f" $\\pm$ {show.ci[2:]}" if show.ci else "")
+            if show.bold:
                 score = f"\\textbf{{{score}}}"
-            delta = ""
-            if not np.isnan(cell.delta):
-                mark = marks(cell.p_value)
-                delta = f"{cell.delta * scale:+.2f}" + (f"$^{{{mark}}}$" if mark else "")
-            strategy = f"{cell.strategy} ({cell.variant})" if getattr(cell, "variant", "") else cell.strategy
+            delta = latex_escape(show.delta) + (f" {latex_escape(show.delta_ci)}" if show.delta_ci else "")
+            strategy = f"{cell.strategy} ({cell.variant})" if cell.variant else cell.strategy
             names = " & ".join(latex_escape(v) for v in (cell.sampler, cell.learner, strategy))
-            parts.append(f"{names} & {score} & {delta} & {cell.seeds} \\\\")
+            mark = "$^\\dagger$" if cell.stale else ""
+            verdict = latex_escape(show.verdict.split(" (")[0])
+            parts.append(f"{names}{mark} & {score} & {delta} & {verdict} & {cell.seeds} \\\\")
         parts += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(parts) + "\n"
 
@@ -107,32 +84,31 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     (the PNGs under ``out`` that :func:`metabench.leaderboard.write_leaderboard` wrote), embedded as base64."""
     body = [
         "<h1>metabench leaderboard</h1>",
-        f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Mean ± 95% CI over the fixed evaluation tasks "
-        "(compared only where identical); best per sampler in bold. Δ: against the same sampler and learner with its "
-        "plain strategy (the published algorithm's outer loss), paired t-test over tasks: * p &lt; "
-        f"{SIGNIFICANCE}, ** p &lt; 0.01.</p>",
+        f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = leaderboard.metric_display(group)
         title = html.escape(benchmark) + ("" if profile == "-" else f" <small>(profile {html.escape(profile)})</small>")
         body.append(f"<h2>{title}</h2>")
+        body.append(f"<p>{html.escape(leaderboard.verdict_caption(group))}</p>")
         rows, curves = [], []
         for cell in group.itertuples():
-            score = f"{cell.mean * scale:.2f} ± {cell.ci95_tasks * scale:.2f}"
-            delta = "" if np.isnan(cell.delta) else f"{cell.delta * scale:+.2f}{marks(cell.p_value)}"
-            p_value = "" if np.isnan(cell.p_value) else f"{cell.p_value:.3g}"
-            strategy = f"{cell.strategy} ({cell.variant})" if getattr(cell, "variant", "") else cell.strategy
+            show = leaderboard.shown(cell, scale)
+            p_value = "" if pd.isna(cell.p_value) else f"{cell.p_value:.3g}"
+            strategy = f"{cell.strategy} ({cell.variant})" if cell.variant else cell.strategy
             cols = [cell.sampler, cell.learner, strategy]
             plot = out / "plots" / f"{cell.plot_hash}.png" if isinstance(cell.plot_hash, str) else None
             if plot and plot.exists():
                 curves.append(f"<figure>{_png(plot)}<figcaption>{html.escape('/'.join(cols))}</figcaption></figure>")
+            numbers = [f"{show.score} {show.ci}".strip(), show.delta, show.delta_ci, p_value, str(cell.seeds)]
             rows.append(
                 "<tr>"
                 + "".join(f"<td>{html.escape(str(v))}</td>" for v in cols)
-                + f'<td class="num{" best" if cell.best else ""}">{score}</td>'
-                + f'<td class="num">{delta}</td><td class="num">{p_value}</td><td class="num">{cell.seeds}</td></tr>'
+                + f'<td class="num{" best" if show.bold else ""}">{html.escape(numbers[0])}</td>'
+                + "".join(f'<td class="num">{html.escape(v)}</td>' for v in numbers[1:])
+                + f"<td>{html.escape(show.verdict)}</td><td>{'stale' if cell.stale else ''}</td></tr>"
             )
-        headers = ["sampler", "learner", "strategy", html.escape(unit), "Δ", "p", "seeds"]
+        headers = ["sampler", "learner", "strategy", html.escape(unit), "Δ", "Δ CI", "p", "seeds", "verdict", "note"]
         body.append(
             "<table><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in headers)
@@ -157,9 +133,10 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     )
 
 
-def write(out: Path, fmt: str) -> Path:
-    """Write ``leaderboard.tex`` or ``leaderboard.html`` under ``out`` from its run records; returns the path."""
-    runs = leaderboard.runs_frame(results.load_records(out))
+def write(out: Path, fmt: str, registry: Registry | None = None) -> Path:
+    """Write ``leaderboard.tex`` or ``leaderboard.html`` under ``out`` from its run records (with ``registry``, stale
+    rows marked); returns the path."""
+    runs = leaderboard.runs_frame(results.load_records(out), registry)
     cells = leaderboard.aggregate(runs) if len(runs) else pd.DataFrame()
     path = out / FORMATS[fmt]
     if cells.empty:

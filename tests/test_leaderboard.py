@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from metabench.inference import VERDICTS, compare, holm, verdict
 from metabench.leaderboard import aggregate, runs_frame, write_leaderboard
 from metabench.schema import SCHEMA_VERSION
-from metabench.statistics import paired_test
 
 
 def record(
@@ -69,26 +70,25 @@ def store(out: Path, records: list[dict]) -> None:
         (out / "runs" / f"{r['config_hash']}.json").write_text(json.dumps(r))
 
 
-def test_paired_test_matches_a_hand_computation():
-    a = [0.8, 0.6, 0.9, 0.7, 0.75]
-    b = [0.7, 0.65, 0.8, 0.6, 0.7]
-    d = np.subtract(a, b)
-    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
-    delta, p = paired_test(a, b)
-    assert delta == pytest.approx(d.mean())
-    assert p == pytest.approx(2 * stats.t.sf(abs(t), df=len(d) - 1))
+def test_a_delta_pairs_per_seed_means_by_seed_with_t_quantiles_by_hand():
+    mine = {0: 0.62, 1: 0.60, 2: 0.66, 7: 0.5}  # seed 7 has no partner: left out
+    baseline = {0: 0.58, 1: 0.59, 2: 0.61, 3: 0.9}
+    d = np.array([0.04, 0.01, 0.05])
+    se = d.std(ddof=1) / math.sqrt(3)
+    comparison = compare(mine, baseline)
+    assert comparison.seeds == (0, 1, 2) and comparison.delta == pytest.approx(d.mean())
+    assert comparison.p_value == pytest.approx(2 * stats.t.sf(d.mean() / se, df=2))
+    assert comparison.ci_high - comparison.delta == pytest.approx(stats.t.ppf(0.975, 2) * se)
+    assert comparison.mde == pytest.approx((stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * d.std(ddof=1) / math.sqrt(3))
+    one = compare({0: 0.7}, {0: 0.6})
+    assert one.delta == pytest.approx(0.1) and math.isnan(one.p_value)
+    assert verdict(one, one.p_value, 0.01, True) == "undecided"
 
 
-def test_paired_test_pairs_tasks_where_an_unpaired_test_cannot_see_the_difference():
-    rng = np.random.default_rng(0)
-    hardness = rng.uniform(0.2, 1.0, 200)  # tasks differ far more than the strategies do
-    better = hardness + 0.02 + rng.normal(0, 0.01, 200)
-    _, p_paired = paired_test(better, hardness)
-    assert p_paired < 1e-6
-    assert stats.ttest_ind(better, hardness).pvalue > 0.05
-    assert paired_test(hardness, hardness) == (0.0, 1.0)
-    with pytest.raises(ValueError, match="same length"):
-        paired_test([1.0, 2.0], [1.0])
+def test_holm_adjusts_in_step_down_order_and_skips_untested_comparisons():
+    adjusted = holm([0.01, np.nan, 0.04, 0.03])
+    assert adjusted[0] == pytest.approx(0.03) and math.isnan(adjusted[1])
+    assert adjusted[3] == pytest.approx(0.06) and adjusted[2] == pytest.approx(0.06)  # monotone: max with the previous
 
 
 def test_aggregate_over_seeds_and_delta_vs_query():
@@ -102,12 +102,49 @@ def test_aggregate_over_seeds_and_delta_vs_query():
     cells = aggregate(runs_frame(records)).set_index("strategy")
     assert cells.loc["query", "mean"] == pytest.approx(np.mean(base) + 0.01)
     seed_means = [np.mean(base), np.mean(base) + 0.02]
-    assert cells.loc["query", "ci95_seeds"] == pytest.approx(1.96 * np.std(seed_means, ddof=1) / math.sqrt(2))
-    per_task = np.mean([base, [s + 0.02 for s in base]], axis=0)
-    assert cells.loc["query", "ci95_tasks"] == pytest.approx(1.96 * np.std(per_task, ddof=1) / 2)
+    assert cells.loc["query", "ci95"] == pytest.approx(
+        stats.t.ppf(0.975, 1) * np.std(seed_means, ddof=1) / math.sqrt(2)
+    )
     assert cells.loc["metamix", "delta"] == pytest.approx(0.09)
     assert cells.loc["metamix", "rank"] == 1 and cells.loc["query", "rank"] == 2
-    assert math.isnan(cells.loc["query", "delta"])
+    assert math.isnan(cells.loc["query", "delta"]) and cells.loc["query", "verdict"] == ""
+    # per-seed differences +0.10 and +0.08: t = 9 on one degree of freedom, p ≈ 0.07; two seeds cannot decide it
+    assert cells.loc["metamix", "p_value"] == pytest.approx(2 * stats.t.sf(9.0, 1))
+    assert cells.loc["metamix", "verdict"] == "undecided"
+    assert cells.loc["metamix", "paired_seeds"] == 2
+
+
+def test_verdicts_better_worse_equivalent_undecided_and_their_words(tmp_path):
+    rng = np.random.default_rng(0)
+    tasks = list(rng.uniform(0.3, 0.9, 50))
+    seeds = range(5)
+    offsets = [0.002, -0.001, 0.0015, -0.002, 0.0005]
+    records = [record("maml", "query", s, [x + offsets[s] for x in tasks]) for s in seeds]
+    for name, shift, jitter in [
+        ("up", 0.05, 0.001),
+        ("down", -0.05, 0.001),
+        ("same", 0.0, 0.0005),
+        ("noisy", 0.0, 0.05),
+    ]:
+        records += [
+            record("maml", name, s, [x + offsets[s] + shift + jitter * (-1) ** s * s for x in tasks]) for s in seeds
+        ]
+    records += [record("maml", "lonely", 0, [x + 0.2 for x in tasks])]
+    store(tmp_path, records)
+    write_leaderboard(tmp_path, plots=False)
+    csv = pd.read_csv(tmp_path / "leaderboard.csv").set_index("strategy")
+    assert csv.loc["up", "verdict"] == "better" and csv.loc["down", "verdict"] == "worse"
+    assert csv.loc["same", "verdict"] == "equivalent" and csv.loc["noisy", "verdict"] == "undecided"
+    assert csv.loc["lonely", "verdict"] == "undecided" and csv.loc["lonely", "paired_seeds"] == 1
+    assert set(csv["verdict"].dropna()) <= set(VERDICTS)
+    for column in ("delta", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "mde", "ci95"):
+        assert column in csv
+    assert (csv["p_holm"].dropna() >= csv["p_value"].dropna()).all()
+    text = (tmp_path / "LEADERBOARD.md").read_text()
+    noisy = next(line for line in text.splitlines() if "| noisy" in line)
+    assert re.search(r"undecided \(5 seeds: detects ≥ \d+\.\d\)", noisy)
+    assert "equivalent (within ±1)" in text and "1 seed: needs ≥ 2" in text and "Holm" in text
+    assert not (tmp_path / "leaderboard.png").exists()  # plots=False
 
 
 def test_leaderboard_files(tmp_path):
@@ -134,7 +171,8 @@ def test_leaderboard_files(tmp_path):
     assert header[:5] == ["rank", "sampler", "learner", "strategy", "accuracy %"]
     first = [c.strip() for c in table[2].strip("|").split("|")]
     assert first[:5] == ["1", "standard", "maml", "metamix", f"**{np.mean(base) * 100 + 5:.2f}**"]
-    assert first[header.index("Δ vs plain")] == "+5.00 *" and first[header.index("plain")] == "query"
+    assert first[header.index("Δ vs plain")] == "+5.00" and first[header.index("plain")] == "query"
+    assert first[header.index("verdict")] == "undecided (1 seed: needs ≥ 2 to measure the seed spread)"
     assert "**not-applicable** standard/protonet/metamix seed 0: protonet has no inner loop" in text
     assert "**failed** standard/maml/cob seed 0: NonFiniteLoss" in text
     assert "### Analyses" in text and "‖∇‖ support" in text

@@ -349,3 +349,17 @@ def test_address_joins_a_head_with_token_authentication(loopback_head, tmp_path:
     assert done.returncode == 0, done.stderr
     assert "InvalidAuthToken" not in done.stderr
     assert [r["status"] for r in results.load_records(out)] == ["ok"]
+
+
+def test_until_decided_on_ray_gives_the_sequential_rounds_records(local_ray: Path, tmp_path: Path) -> None:
+    grid = write_benchmark(
+        tmp_path / "grid.toml", "sine", {"training.meta_steps": 4, "grid.learners": ["maml"], "grid.seeds": [0, 1]}
+    )
+    common = ["run", str(grid), "--device", "cpu", "--no-progress", "--until-decided", "--max-seeds", "4"]
+    assert main([*common, "--out", str(tmp_path / "seq")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--max-parallel", "2"]) == 0
+    sequential, distributed = _records(tmp_path / "seq"), _records(tmp_path / "ray")
+    assert sequential.keys() == distributed.keys() and len(sequential) in (4, 8)
+    for key, record in sequential.items():
+        assert distributed[key]["config"]["analysis"] == record["config"]["analysis"]
+        assert distributed[key]["metrics"]["test"]["per_task"] == record["metrics"]["test"]["per_task"]

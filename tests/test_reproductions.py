@@ -23,7 +23,7 @@ def write_record(out: Path, name: str, *, strategy: str, scores, seed: int = 0, 
         "profile": profile,
         "dataset": {"name": "omniglot", "label": "omniglot", "params": {}},
         "sampler": {"name": "nme", "label": overrides.get("sampler", "nme"), "params": {}},
-        "learner": {"name": "maml", "label": overrides.get("learner", "maml"), "params": {}},
+        "learner": {"name": "maml", "label": overrides.get("learner", "maml"), "params": overrides.get("params", {})},
         "strategy": {"name": strategy, "label": strategy, "params": {}},
         "backbone": {"name": "conv4", "label": "conv4", "params": {"filters": 32}},
         "protocol": {"n_way": 5, "k_shot": 1, "k_query": 5},
@@ -40,7 +40,7 @@ def write_record(out: Path, name: str, *, strategy: str, scores, seed: int = 0, 
         "environment": {},
         "error": None,
         "strategy_plain": False,
-        "tasks_hash": "tasks",
+        "tasks_hash": overrides.get("tasks", "tasks"),
         "config": config,
         "status": overrides.get("status", "ok"),
         "metrics": {"test": {"mean": float(scores.mean()), "ci95": ci95, "per_task": scores.tolist()}},
@@ -51,6 +51,19 @@ def write_record(out: Path, name: str, *, strategy: str, scores, seed: int = 0, 
 
 def scores(mean: float, seed: int, spread: float = 0.05) -> np.ndarray:
     return np.clip(np.random.default_rng(seed).normal(mean, spread, N_TASKS), 0, 1)
+
+
+SEED_OFFSETS = (0.004, -0.003, 0.001)  # each training seed moves every task a little
+
+
+def write_cell(out: Path, strategy: str, mean: float, *, task_seed: int, seeds=(0, 1, 2), **overrides) -> None:
+    """Three seeds of one config: the same tasks, each seed shifted by its offset."""
+    for seed in seeds:
+        values = scores(mean, task_seed) + SEED_OFFSETS[seed % 3]
+        name = f"{strategy}-{overrides.get('profile', 'quick')}-{seed}-{overrides.get('tasks', '')}"
+        write_record(
+            out, name + str(overrides.get("params", "")), strategy=strategy, scores=values, seed=seed, **overrides
+        )
 
 
 def write_claims(path: Path, body: str) -> Path:
@@ -81,33 +94,34 @@ def run_cli(claims: Path, out: Path) -> str:
 
 def test_a_ranking_that_holds_is_reproduced_with_our_numbers_and_scale(tmp_path):
     out = tmp_path / "results"
-    write_record(out, "a", strategy="a", scores=scores(0.5, 1))
-    write_record(out, "b", strategy="b", scores=scores(0.8, 2))
-    same = scores(0.8, 2) + np.random.default_rng(3).normal(0, 0.01, N_TASKS)  # b plus noise: no real difference
-    write_record(out, "c", strategy="c", scores=same)
+    write_cell(out, "a", 0.5, task_seed=1)
+    write_cell(out, "b", 0.8, task_seed=2)
+    write_cell(out, "c", 0.8005, task_seed=2)  # b within a twentieth of a point: equivalent within ±1
     text = run_cli(write_claims(tmp_path / "claims.toml", RANKING), out)
     row = next(line for line in text.splitlines() if line.startswith("| **ranking**"))
     assert "**reproduced**" in row
-    assert f"A: 40 → {100 * scores(0.5, 1).mean():.2f} ± " in row  # percent of the record's accuracy
+    means = [100 * (scores(0.5, 1) + offset).mean() for offset in SEED_OFFSETS]
+    assert f"A: 40 → {np.mean(means):.2f} ± " in row and "(3 seeds)" in row  # percent of the record's accuracy
     assert "quick: omniglot 5-way 1-shot, 100 steps × 4 tasks" in row
+    assert "A < B: ✓" in row and "better, 3 seeds" in row and "B ~ C: ✓" in row and "equivalent" in row
 
 
 def test_a_reversed_pair_contradicts_at_the_paper_profile_and_is_not_at_this_scale_below(tmp_path):
     out = tmp_path / "results"
     for profile in ("quick", "paper"):
-        write_record(out, f"a-{profile}", strategy="a", scores=scores(0.9, 1), profile=profile)  # A above B
-        write_record(out, f"b-{profile}", strategy="b", scores=scores(0.6, 2), profile=profile)
-        write_record(out, f"c-{profile}", strategy="c", scores=scores(0.6, 2), profile=profile)
+        write_cell(out, "a", 0.9, task_seed=1, profile=profile)  # A above B
+        write_cell(out, "b", 0.6, task_seed=2, profile=profile)
+        write_cell(out, "c", 0.6, task_seed=2, profile=profile)
     claims = reproductions.load_claims(write_claims(tmp_path / "claims.toml", RANKING))
     verdicts = reproductions.judge(claims[0], reproductions.results.load_records(out))
     assert [(v.profile, v.verdict) for v in verdicts] == [("paper", "contradicted"), ("quick", "not at this scale")]
-    assert "A < B: ✗" in verdicts[0].evidence and "B ~ C: ✓" in verdicts[0].evidence
+    assert "A < B: ✗" in verdicts[0].evidence and "worse" in verdicts[0].evidence and "B ~ C: ✓" in verdicts[0].evidence
 
 
 def test_records_of_one_profile_at_two_scales_are_judged_apart(tmp_path):
     out = tmp_path / "results"
-    for name, strategy, mean in [("a", "a", 0.5), ("b", "b", 0.8), ("c", "c", 0.8)]:
-        write_record(out, name, strategy=strategy, scores=scores(mean, 1 + "abc".index(name) % 2))
+    for strategy, mean, task_seed in [("a", 0.5, 1), ("b", 0.8, 2), ("c", 0.8, 2)]:
+        write_cell(out, strategy, mean, task_seed=task_seed)
     claims = reproductions.load_claims(write_claims(tmp_path / "claims.toml", RANKING))
     records = reproductions.results.load_records(out)
     longer = [{**r, "config": {**r["config"], "training": {"meta_steps": 600, "meta_batch": 4}}} for r in records]
@@ -116,19 +130,52 @@ def test_records_of_one_profile_at_two_scales_are_judged_apart(tmp_path):
     assert "100 steps" in verdicts[0].scale and "600 steps" in verdicts[1].scale
 
 
-def test_a_missing_or_failed_cell_is_not_run(tmp_path):
+def test_undecided_relations_say_the_seeds_that_would_decide_them(tmp_path):
     out = tmp_path / "results"
-    write_record(out, "a", strategy="a", scores=scores(0.5, 1))
-    write_record(out, "b", strategy="b", scores=scores(0.8, 2), status="failed")
+    write_cell(out, "a", 0.5, task_seed=1, seeds=(0,))
+    write_cell(out, "b", 0.8, task_seed=2, seeds=(0,))
+    write_cell(out, "c", 0.8, task_seed=2, seeds=(0,))
     claims = reproductions.load_claims(write_claims(tmp_path / "claims.toml", RANKING))
-    (verdict,) = reproductions.judge(claims[0], reproductions.results.load_records(out))
-    assert verdict.verdict == "not run" and "B, C" in verdict.evidence
-    assert verdict.ours[1:] == ("not run", "not run")
-    (nothing,) = reproductions.judge(claims[0], [])
-    assert nothing.verdict == "not run" and nothing.profile is None
+    (one,) = reproductions.judge(claims[0], reproductions.results.load_records(out))
+    assert one.verdict == "undecided" and "1 seed: run ≥ 2 to decide" in one.evidence
+    assert one.ours[0].endswith("(1 seed, no CI)")
+    noisy = tmp_path / "noisy"
+    for seed, noise in [(0, 0.01), (1, -0.01)]:  # B above A by 1.5 points, the two seeds disagree by 2
+        write_record(noisy, f"a{seed}", strategy="a", scores=scores(0.5, 1), seed=seed)
+        write_record(noisy, f"b{seed}", strategy="b", scores=scores(0.5, 1) + 0.015 + noise, seed=seed)
+    claim = reproductions.load_claims(write_claims(tmp_path / "two.toml", RANKING.split("relations")[0] + TWO))[0]
+    (two,) = reproductions.judge(claim, reproductions.results.load_records(noisy))
+    assert two.verdict == "undecided" and re.search(r"≈ \d+ seeds would detect", two.evidence)
 
 
-def test_seeds_are_averaged_and_the_ci_is_over_seeds_by_hand(tmp_path):
+TWO = """relations = ["<"]
+cells = [{ label = "A", paper = 40.0, strategy = "a" }, { label = "B", paper = 80.0, strategy = "b" }]
+"""
+
+
+def test_different_seeds_different_tasks_and_different_configs_are_never_paired_or_averaged(tmp_path):
+    claim = reproductions.load_claims(write_claims(tmp_path / "two.toml", RANKING.split("relations")[0] + TWO))[0]
+    seeds = tmp_path / "seeds"
+    write_cell(seeds, "a", 0.5, task_seed=1, seeds=(0, 1))
+    write_cell(seeds, "b", 0.8, task_seed=2, seeds=(2,))
+    (verdict,) = reproductions.judge(claim, reproductions.results.load_records(seeds))
+    assert verdict.verdict == "undecided" and "not compared: no seed in common" in verdict.evidence
+    tasks = tmp_path / "tasks"
+    write_cell(tasks, "a", 0.5, task_seed=1)
+    write_cell(tasks, "b", 0.8, task_seed=2, tasks="other")
+    (verdict,) = reproductions.judge(claim, reproductions.results.load_records(tasks))
+    assert "not compared: evaluated on different tasks" in verdict.evidence
+    configs = tmp_path / "configs"
+    write_cell(configs, "a", 0.5, task_seed=1)
+    write_cell(configs, "b", 0.8, task_seed=2)
+    write_cell(configs, "b", 0.7, task_seed=2, params={"inner_lr": 0.1})
+    (verdict,) = reproductions.judge(claim, reproductions.results.load_records(configs))
+    assert verdict.verdict == "ambiguous" and "B: several configs match (never averaged)" in verdict.evidence
+
+
+def test_seeds_are_averaged_and_the_ci_is_a_t_interval_over_seeds_by_hand(tmp_path):
+    from scipy import stats
+
     out = tmp_path / "results"
     means = []
     for seed in range(3):
@@ -149,7 +196,7 @@ def test_seeds_are_averaged_and_the_ci_is_over_seeds_by_hand(tmp_path):
         )
     )
     (verdict,) = reproductions.judge(claims[0], reproductions.results.load_records(out))
-    mean, ci = np.mean(means), 1.96 * np.std(means, ddof=1) / math.sqrt(3)
+    mean, ci = np.mean(means), stats.t.ppf(0.975, 2) * np.std(means, ddof=1) / math.sqrt(3)
     assert verdict.ours == (f"{mean:.2f} ± {ci:.2f} (3 seeds)",)
     assert verdict.verdict == "not at this scale"  # paper 40 vs ours ~62
 
@@ -157,7 +204,9 @@ def test_seeds_are_averaged_and_the_ci_is_over_seeds_by_hand(tmp_path):
 @pytest.mark.parametrize(("paper", "expected"), [(4.72, "reproduced"), (5.0, "not at this scale")])
 def test_a_value_claim_holds_when_the_paper_number_is_within_tolerance(tmp_path, paper, expected):
     out = tmp_path / "results"
-    write_record(out, "slope", strategy="query", scores=np.full(N_TASKS, 4.7) + np.linspace(-0.01, 0.01, N_TASKS))
+    for seed in range(3):
+        values = np.full(N_TASKS, 4.7 + 0.001 * seed) + np.linspace(-0.01, 0.01, N_TASKS)
+        write_record(out, f"slope{seed}", strategy="query", scores=values, seed=seed)
     claims = write_claims(
         tmp_path / "claims.toml",
         f"""
@@ -175,7 +224,7 @@ cells = [{{ label = "slope", paper = {paper}, strategy = "query" }}]
     )
     (verdict,) = reproductions.judge(reproductions.load_claims(claims)[0], reproductions.results.load_records(out))
     assert verdict.verdict == expected
-    assert verdict.ours[0].startswith("4.70 ± ")
+    assert verdict.ours[0].startswith("4.70 ± ") and verdict.ours[0].endswith("(3 seeds)")
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,7 @@ def test_show_finds_a_run_by_hash_prefix_and_writes_its_plot(ran, capsys):
     assert record["environment"]["versions"]["torch"] in text and "provenance:" in text
     test = record["metrics"]["test"]
     assert re.search(rf"test\s+{test['mean']:.4f}\s+{test['ci95']:.4f}", text)
+    assert f"cell (this config, seeds 0): test mean {test['mean']:.4f} no CI with one seed" in text
     assert "grad_norm_support" in text
     plot = out / "plots" / f"{record['config_hash']}.png"
     assert f"curve plot: {plot}" in text and plot.stat().st_size > 0
@@ -136,11 +137,11 @@ def test_leaderboard_latex_is_balanced_booktabs_with_one_row_per_cell(ran, capsy
         assert body.count(f"\\begin{{{env}}}") == body.count(f"\\end{{{env}}}") == 1
     assert all(rule in body for rule in ("\\toprule", "\\midrule", "\\bottomrule"))
     rows = [line for line in body.split("\\midrule", 1)[1].splitlines() if line.endswith("\\\\")]
-    assert len(rows) == 4 and all(row.count("&") == 5 for row in rows)
+    assert len(rows) == 4 and all(row.count("&") == 6 for row in rows)
     cells = {tuple(c.strip() for c in row.split("&")[:3]) for row in rows}
     assert cells == {("standard", learner, s) for learner in ("maml", "anil") for s in ("query", "metamix")}
-    # mse: lower is better; the bold score is the lowest of the group
-    means = {row: float(re.search(r"([\d.]+) \$\\pm\$", row).group(1)) for row in rows}
+    # mse: lower is better; the bold score is the lowest of the table
+    means = {row: float(re.search(r"([\d.]+)", row.split("&")[3]).group(1)) for row in rows}
     bold = [row for row in rows if "\\textbf{" in row]
     assert len(bold) == 1 and means[bold[0]] == min(means.values())
 
@@ -186,32 +187,37 @@ def test_leaderboard_html_renders_in_headless_chromium_with_every_image_decoded(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_latex_bolds_the_best_per_sampler_marks_significance_and_escapes_labels():
+def test_latex_bolds_the_best_shows_verdicts_marks_stale_rows_and_escapes_labels():
     import numpy as np
     import pandas as pd
 
     from metabench.tables import render_latex
 
-    def cell(sampler, strategy, mean, delta=np.nan, p_value=np.nan):
-        return dict(benchmark="b", profile="quick", sampler=sampler, learner="maml", strategy=strategy, mean=mean,
-                    ci95_tasks=0.01, ci95_seeds=np.nan, seeds=2, delta=delta, p_value=p_value, rank=1,
-                    metric="accuracy", goal="maximize")  # fmt: skip
+    def cell(sampler, strategy, mean, delta=np.nan, verdict="", stale=""):
+        low, high = (delta - 0.02, delta + 0.02) if verdict else (np.nan, np.nan)
+        return dict(benchmark="b", profile="quick", sampler=sampler, learner="maml", strategy=strategy, variant="",
+                    mean=mean, ci95=0.01, seeds=3, delta=delta, delta_ci_low=low, delta_ci_high=high,
+                    p_value=np.nan, p_holm=np.nan, alpha=0.05, verdict=verdict, not_tested="", margin=1.0,
+                    paired_seeds=3, mde=0.05,
+                    looks=1, stale=stale, metric="accuracy", goal="maximize",
+                    rank=mean, plot_hash=None)  # fmt: skip
 
     cells = pd.DataFrame(
         [
             cell("standard", "query", 0.5),
-            cell("standard", "meta_mix", 0.6, 0.1, 0.001),
+            cell("standard", "meta_mix", 0.6, 0.1, "better"),
             cell("nme", "query", 0.7),
-            cell("nme", "cob", 0.65, -0.05, 0.03),
-            cell("nme", "mixup-ss", 0.69, -0.01, 0.4),
+            cell("nme", "cob", 0.65, -0.05, "worse", stale="host code changed"),
+            cell("nme", "mixup-ss", 0.69, -0.01, "undecided"),
         ]
     )
-    rows = [line for line in render_latex(cells).splitlines() if line.endswith("\\\\")][1:]
-    assert len(rows) == 5 and sum("\\textbf{" in row for row in rows) == 2
+    cells["rank"] = cells["mean"].rank(ascending=False, method="min")
+    text = render_latex(cells)
+    rows = [line for line in text.splitlines() if line.endswith("\\\\")][1:]
+    assert len(rows) == 5 and sum("\\textbf{" in row for row in rows) == 1  # one best per table, as in Markdown
     row = {tuple(c.strip() for c in line.split("&")[:3:2]): line for line in rows}  # (sampler, strategy)
-    assert (
-        "\\textbf{60.00 $\\pm$ 1.00}" in row["standard", "meta\\_mix"]
-        and "+10.00$^{**}$" in row["standard", "meta\\_mix"]
-    )
-    assert "\\textbf{70.00 $\\pm$ 1.00}" in row["nme", "query"] and "\\textbf" not in row["standard", "query"]
-    assert "-5.00$^{*}$" in row["nme", "cob"] and "-1.00 &" in row["nme", "mixup-ss"]
+    assert "\\textbf{70.00 $\\pm$ 1.00}" in row["nme", "query"]
+    assert "+10.00 [+8.00, +12.00] & better" in row["standard", "meta\\_mix"]
+    assert "-5.00 [-7.00, -3.00] & worse" in row["nme", "cob$^\\dagger$"]  # stale
+    assert "& undecided &" in row["nme", "mixup-ss"]
+    assert "Holm" in text and "recorded by other code" in text
