@@ -88,7 +88,7 @@ def run_benchmark(
         outcome.records = recorded(specs, options)
     else:
         outcome.specs, outcome.records = sequential.run_until_decided(
-            specs, options, executor, registry, selection, echo
+            specs, options, executor, echo, lambda round_: plan.to_run(plan.plan(round_, options, registry), selection)
         )
     outcome.paths = leaderboard.write_leaderboard(options.out, registry)
     registry.fire("metabench_leaderboard_written", paths=outcome.paths)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +151,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 "margin": max(margins) if margins else inference.DEFAULT_MARGIN.get(metric, np.nan),
                 "n_tasks": len(group["per_task"].iloc[0]),
                 "steps_per_s": group["steps_per_s"].astype(float).mean(),
+                "last_started": group["started_at"].dropna().max(),
                 "device": ", ".join(sorted(set(group["device"]))),
                 **{
                     f"{split}_{when}": mo[split].map(lambda m, w=when: m.get(w)).astype(float).mean()
@@ -260,6 +260,13 @@ def _compared(goal: metrics.Goal, seed_means: pd.Series) -> pd.Series:
     """The per-seed means a comparison pairs: as recorded for a direction (its Δ reads in the metric's units), signed
     for a target (:func:`metabench.metrics.signed`: its Δ is how much closer to the target)."""
     return seed_means if isinstance(goal, str) else metrics.signed(goal, seed_means)
+
+
+def as_of(started: pd.Series) -> str:
+    """When the tables speak for: the newest record's start, not the clock, so that rebuilding them from the same
+    records writes the same bytes (a no-op ``tox -e bench`` leaves a clone clean)."""
+    newest = started.dropna().max() if len(started) else None
+    return f"the newest started {newest}" if isinstance(newest, str) else "none dated"
 
 
 def _without_strategy(flat: dict[str, Any]) -> dict[str, Any]:
@@ -441,7 +448,7 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
     parts = [
         "# metabench leaderboard",
         "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from {len(runs)} run records · commit {listing('commit')}"
+        f"{len(runs)} run records, {as_of(runs['started_at'])} · commit {listing('commit')}"
         f" · device {listing('device')} · profile {listing('profile')}",
         "",
         verdict_caption(cells) + " A row is one config: runs of different configs are never averaged, and rows "

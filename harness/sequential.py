@@ -25,11 +25,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from metabench import inference, leaderboard, plan
+from metabench import inference, leaderboard
 from metabench.cache import stable_hash
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, recorded
-from metabench.registry import Registry
 from metabench.runner import RunOptions
 from metabench.runspec import RunSpec
 
@@ -114,15 +113,14 @@ def run_until_decided(
     specs: Sequence[RunSpec],
     options: RunOptions,
     executor: Executor,
-    registry: Registry,
-    selection: plan.Selection,
     echo: Callable[[str], None] = print,
+    pending: Callable[[list[RunSpec]], list[RunSpec]] = list,
 ) -> tuple[list[RunSpec], list[dict[str, Any]]]:
-    """Run :func:`planned` ``specs`` round by round with ``executor``: the specs and the records of every round. Each
-    round is planned as a grid is (:mod:`metabench.plan`): its recorded runs are read, not run again."""
+    """Run :func:`planned` ``specs`` round by round with ``executor``: the specs and the records of every round.
+    ``pending`` picks what of a round must run (the benchmark plans it as a grid: recorded runs are read, not rerun)."""
 
     def run_round(round_specs: list[RunSpec]) -> list[dict[str, Any]]:
-        todo = plan.to_run(plan.plan(round_specs, options, registry), selection)
+        todo = pending(round_specs)
         if todo:
             executor.run(todo, options)
         return recorded(round_specs, options)

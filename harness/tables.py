@@ -9,7 +9,6 @@ import base64
 import html
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +36,7 @@ def latex_escape(text: str) -> str:
 def render_latex(cells: pd.DataFrame) -> str:
     """One booktabs ``table`` per benchmark and profile; a row per cell, samplers separated by a rule."""
     parts = [
-        f"% metabench leaderboard, generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; needs \\usepackage{{booktabs}}",
+        f"% metabench leaderboard, records: {leaderboard.as_of(cells['last_started'])}; needs \\usepackage{{booktabs}}",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = leaderboard.metric_display(group)
@@ -84,7 +83,7 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     (the PNGs under ``out`` that :func:`metabench.leaderboard.write_leaderboard` wrote), embedded as base64."""
     body = [
         "<h1>metabench leaderboard</h1>",
-        f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>",
+        f"<p>Records: {html.escape(leaderboard.as_of(cells['last_started']))}.</p>",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = leaderboard.metric_display(group)
