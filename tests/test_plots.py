@@ -16,14 +16,15 @@ BASE = [0.80, 0.82, 0.84, 0.86, 0.88]
 
 
 def two_benchmarks() -> list[dict]:
-    """Strategies in other orders (and one missing) on two benchmarks, so that panels differ."""
+    """Strategies in other orders (and one missing) on two benchmarks, so that panels differ; three seeds a cell, so
+    that each has an interval over seeds."""
     records = []
     for benchmark, strategies in (("a", ("query", "metamix", "cob")), ("b", ("cob", "query", "my-plugin"))):
         for shift, strategy in enumerate(strategies):
             for learner in ("maml", "anil"):
-                made = record(learner, strategy, 0, [s + 0.01 * shift for s in BASE], benchmark=benchmark)
-                made["config_hash"] += learner
-                records.append(made)
+                for seed in range(3):
+                    scores = [s + 0.01 * shift + 0.004 * seed for s in BASE]
+                    records.append(record(learner, strategy, seed, scores, benchmark=benchmark))
     return records
 
 
