@@ -292,6 +292,11 @@ class _Benchmark:
             seeds = seeds.get("start", [0])
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
             raise ConfigError(f"{self.where('grid', 'seeds')}: expected a non-empty list of integers >= 0")
+        if len(set(seeds)) < len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ConfigError(
+                f"{self.where('grid', 'seeds')}: seed {', '.join(map(str, twice))} appears twice; each seed once"
+            )
         if max_seeds is not None and max_seeds < len(seeds):
             raise ConfigError(f"{self.where('grid', 'seeds', 'max')} = {max_seeds}: fewer than the {len(seeds)} seeds")
         margin = benchmark.get("equivalence_margin")

@@ -29,6 +29,10 @@ _LATEX_SPECIALS = {c: f"\\{c}" for c in "&%$#_{}"} | {"~": "\\textasciitilde{}",
 _LATEX_SPECIALS["\\"] = "\\textbackslash{}"
 
 
+def _as_of(cells: pd.DataFrame) -> str:
+    return leaderboard.as_of(cells.get("last_started", pd.Series(dtype=object)))
+
+
 def latex_escape(text: str) -> str:
     return re.sub(r"[&%$#_{}~^\\]", lambda m: _LATEX_SPECIALS[m.group()], str(text))
 
@@ -36,7 +40,7 @@ def latex_escape(text: str) -> str:
 def render_latex(cells: pd.DataFrame) -> str:
     """One booktabs ``table`` per benchmark and profile; a row per cell, samplers separated by a rule."""
     parts = [
-        f"% metabench leaderboard, records: {leaderboard.as_of(cells['last_started'])}; needs \\usepackage{{booktabs}}",
+        f"% metabench leaderboard, records: {_as_of(cells)}; needs \\usepackage{{booktabs}}",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = leaderboard.metric_display(group)
@@ -83,7 +87,7 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     (the PNGs under ``out`` that :func:`metabench.leaderboard.write_leaderboard` wrote), embedded as base64."""
     body = [
         "<h1>metabench leaderboard</h1>",
-        f"<p>Records: {html.escape(leaderboard.as_of(cells['last_started']))}.</p>",
+        f"<p>Records: {html.escape(_as_of(cells))}.</p>",
     ]
     for (benchmark, profile), group in _groups(cells):
         scale, unit = leaderboard.metric_display(group)
