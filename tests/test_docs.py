@@ -90,25 +90,31 @@ def test_the_readme_plugin_example_installs_lists_and_runs(tmp_path: Path) -> No
         )
         rows = {row["name"]: row for row in json.loads(listing.stdout)}
         assert rows["noisy-query"]["provider"] == "my-plugin" and rows["noisy-query"]["status"] == "ok"
-        bench = tmp_path / "noisy.toml"
-        bench.write_text(
-            '[dataset]\nname = "sinusoid"\n[backbone]\nname = "mlp"\nparams = { widths = [8] }\n'
-            "[protocol]\nn_way = 2\nk_shot = 4\nk_query = 4\neval_tasks = 4\nval_tasks = 2\n"
-            "[training]\nmeta_steps = 2\nmeta_batch = 2\nvalidate_every = 2\ncheckpoint_every = 2\n"
-            'diagnostic_tasks = 0\n[grid]\nsamplers = ["standard"]\nlearners = ["maml"]\n'
-            'strategies = ["query", { name = "noisy-query", params = { sigma = 0.5 } }]\n'
-        )
-        run = subprocess.run(
-            [sys.executable, "-m", "metabench.cli", "run", str(bench), "--out", str(tmp_path / "out"), "--no-progress"],
-            capture_output=True,
-            text=True,
-        )
-        assert run.returncode == 0, run.stderr
-        records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+        grid = 'learners = ["maml"]\nstrategies = ["query", { name = "noisy-query", params = { sigma = 0.5 } }]\n'
+        records = _run_tiny_sine_grid(tmp_path, grid, diagnostic_tasks=0)
         assert sorted(r["config"]["strategy"]["name"] for r in records) == ["noisy-query", "query"]
         assert all(r["status"] == "ok" for r in records)
     finally:
         pip("uninstall", "-y", "my-plugin")
+
+
+def _run_tiny_sine_grid(tmp_path: Path, grid: str, diagnostic_tasks: int) -> list[dict]:
+    """Run a two-step sinusoid benchmark whose ``[grid]`` lists ``grid`` (learners, strategies) through the CLI in a
+    fresh interpreter; its records."""
+    bench = tmp_path / "tiny.toml"
+    bench.write_text(
+        '[dataset]\nname = "sinusoid"\n[backbone]\nname = "mlp"\nparams = { widths = [8] }\n'
+        "[protocol]\nn_way = 2\nk_shot = 4\nk_query = 4\neval_tasks = 4\nval_tasks = 2\n"
+        "[training]\nmeta_steps = 2\nmeta_batch = 2\nvalidate_every = 2\ncheckpoint_every = 2\n"
+        f'diagnostic_tasks = {diagnostic_tasks}\n[grid]\nsamplers = ["standard"]\n{grid}'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "metabench.cli", "run", str(bench), "--out", str(tmp_path / "out"), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    return [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
 
 
 def _first_order_meta_gradient_and_finite_difference(learner_module, vectorize: str) -> tuple[float, float]:
@@ -157,21 +163,8 @@ def test_the_readme_learner_runs_in_a_grid_and_its_meta_gradient_is_first_order_
     assert len(code.strip().splitlines()) < 40
     source, module = _install_readme_package(tmp_path, "## Writing a learner", "fo-maml")
     try:
-        bench = tmp_path / "fo.toml"
-        bench.write_text(
-            '[dataset]\nname = "sinusoid"\n[backbone]\nname = "mlp"\nparams = { widths = [8] }\n'
-            "[protocol]\nn_way = 2\nk_shot = 4\nk_query = 4\neval_tasks = 4\nval_tasks = 2\n"
-            "[training]\nmeta_steps = 2\nmeta_batch = 2\nvalidate_every = 2\ncheckpoint_every = 2\n"
-            'diagnostic_tasks = 2\n[grid]\nsamplers = ["standard"]\nlearners = ["fo-maml"]\n'
-            'strategies = ["query", "metamix"]\n'
-        )
-        run = subprocess.run(
-            [sys.executable, "-m", "metabench.cli", "run", str(bench), "--out", str(tmp_path / "out"), "--no-progress"],
-            capture_output=True,
-            text=True,
-        )
-        assert run.returncode == 0, run.stderr
-        records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+        grid = 'learners = ["fo-maml"]\nstrategies = ["query", "metamix"]\n'
+        records = _run_tiny_sine_grid(tmp_path, grid, diagnostic_tasks=2)
         assert sorted(r["config"]["strategy"]["name"] for r in records) == ["metamix", "query"]
         assert all(r["status"] == "ok" and r["config"]["learner"]["name"] == "fo-maml" for r in records)
     finally:
