@@ -270,13 +270,20 @@ class _Benchmark:
         protocol = EvalProtocol(**self._section("protocol", PROTOCOL_PARAMS))
         training = Training(**self._section("training", TRAINING_PARAMS))
         axes = [self._axis(axis, kind) for axis, kind in GRID_AXES.items()]
+        samplers = axes[0]
         # seed outermost: a benchmark stopped halfway already has every cell of the first seeds
         return [
             RunSpec(
                 name, dataset, sampler, learner, strategy, backbone, protocol, training, seed, self.profile, analysis
             )
             for seed, sampler, learner, strategy in itertools.product(seeds, *axes)
+            if sampler is samplers[0] or self._meta_trains(learner)
         ]
+
+    def _meta_trains(self, learner: ComponentRef) -> bool:
+        """False for a baseline that reads no training task (``scratch``): the sampler axis cannot change its runs,
+        so it runs (and is shown) once, with the grid's first sampler."""
+        return bool(getattr(self.registry.get("learner", learner.name).factory, "meta_trains", True))
 
     def _seeds(self, benchmark: dict[str, Any]) -> tuple[list[int], Analysis]:
         """``[grid] seeds``: a list, or ``{ start = [0, 1, 2], until_decided = true, max = 10 }`` (more seeds in

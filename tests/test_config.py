@@ -118,3 +118,28 @@ def test_unknown_key_in_a_profile_points_into_the_profile(tmp_path, fake_registr
     assert "bench.toml: profiles.quick.training.meta_step: unknown key" in message
     message = error_of(tmp_path, fake_registry, FAKE_GRID + "\n[profiles.quick.protocl]\nn_way = 2\n", profile="quick")
     assert "bench.toml: profiles.quick.protocl: unknown key" in message and "did you mean 'protocol'" in message
+
+
+def test_a_learner_that_reads_no_training_task_runs_once_whatever_the_sampler(tmp_path):
+    from metabench.registry import default_registry
+
+    path = write(
+        tmp_path,
+        """
+        [dataset]
+        name = "sinusoid"
+        [backbone]
+        name = "mlp"
+        [grid]
+        samplers = ["standard", "nme"]
+        learners = ["maml", "scratch"]
+        strategies = ["query"]
+        seeds = [0, 1]
+        """,
+    )
+    labels = [s.label for s in load_benchmark(path, default_registry())]
+    assert sorted(labels) == sorted(
+        f"{sampler}/{learner}/query/seed={seed}"
+        for seed in (0, 1)
+        for sampler, learner in (("standard", "maml"), ("nme", "maml"), ("standard", "scratch"))
+    )
