@@ -10,8 +10,13 @@ from torch import Tensor, nn
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 
+@torch.compiler.assume_constant_result
 def under_vmap() -> bool:
-    """Whether the caller runs inside ``torch.func.vmap`` (at any depth of nested function transforms)."""
+    """Whether the caller runs inside ``torch.func.vmap`` (at any depth of nested function transforms).
+
+    Dynamo cannot trace the interpreter stack (a graph break in every compiled meta-gradient, issue 25): under
+    ``torch.compile`` the answer is taken once, while tracing, and baked into the graph. That is right because only
+    the per-task loop is compiled (:class:`metabench.plugins.learners.execution.CompiledTasks`), never a vmap."""
     return any(i.key() == torch._C._functorch.TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
