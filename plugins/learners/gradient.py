@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from metabench import Param, TaskBatch
 from metabench.interfaces import Params, Strategy, TaskType
 from metabench.plugins.learners.diagnostics import task_diagnostics
-from metabench.plugins.learners.execution import VECTORIZE, Vectorize, map_tasks, use_vmap
+from metabench.plugins.learners.execution import VECTORIZE, CompiledTasks, Vectorize, map_tasks, use_vmap
 from metabench.plugins.learners.inner_loop import Adapt, InnerLoop, adaptation_scores, lr_name
 from metabench.plugins.learners.losses import task_loss
 from metabench.plugins.learners.network import Network, initial_backbone_params
@@ -66,6 +66,7 @@ class GradientLearner:
         self.learned_lrs = learned_lrs
         self.transform_at = transform_at
         self._inner: InnerLoop | None = None
+        self._compiled: CompiledTasks | None = None
 
     # ------------------------------------------------------------------------------------------------------ binding
     def init_params(self, backbone: nn.Module, generator: torch.Generator) -> Params:
@@ -94,6 +95,11 @@ class GradientLearner:
     def incompatible(self, strategy: Strategy, strategy_name: str, task_type: TaskType) -> str | None:
         return None
 
+    def compile_meta_gradient(self, name: str) -> None:
+        """From now on the loop path's per-task meta-gradients run under ``torch.compile`` (``metabench run
+        --compile``); ``name``, the learner's registered name, is what a failure to compile warns about."""
+        self._compiled = CompiledTasks(name)
+
     # --------------------------------------------------------------------------------------------------- training
     def adapter(self, tasks: TaskBatch, steps: int, first_order: bool) -> Adapt:
         """One task's fast weights (adapted parameters only) after ``steps`` inner steps."""
@@ -119,7 +125,7 @@ class GradientLearner:
     def objective(self, strategy: Strategy, tasks: TaskBatch) -> OuterObjective:
         vmap = use_vmap(self.vectorize, tasks.device, self.network)
         predict = rest_of_network(self.network)
-        return OuterObjective(self.network, strategy, task_loss(tasks), predict, self.inner_lr, vmap)
+        return OuterObjective(self.network, strategy, task_loss(tasks), predict, self.inner_lr, vmap, self._compiled)
 
     def meta_loss(
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator

@@ -3,6 +3,7 @@ share, and what a new learner builds on (:mod:`metabench.learning`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from torch import Tensor
 from metabench import MixPlan, OuterBatch, TaskBatch
 from metabench.interfaces import Params, Strategy
 from metabench.plugins.learners.execution import (
+    CompiledTasks,
+    TaskLoss,
     WithGradients,
     each_task,
     gradients_task_by_task,
@@ -19,6 +22,7 @@ from metabench.plugins.learners.execution import (
     map_tasks,
     n_tasks,
     stack_tasks,
+    task_gradient,
     task_slice,
 )
 from metabench.plugins.learners.inner_loop import Adapt
@@ -45,7 +49,8 @@ class OuterObjective:
     ``predict`` turns the outer batch into outputs under a task's parameters (the rest of the network for
     MAML-family learners; distances to the support prototypes for ProtoNets). ``lookahead_lr`` is the step of the
     held-out lookahead that refining strategies score their plan with. ``vmap``: the execution path
-    (:func:`~metabench.learning.use_vmap`).
+    (:func:`~metabench.learning.use_vmap`). ``compiled``: the loop path's per-task meta-gradients run under
+    ``torch.compile`` (its graphs kept there, so the learner passes the same one at every step), else eager.
     """
 
     network: Network
@@ -54,6 +59,7 @@ class OuterObjective:
     predict: Predict
     lookahead_lr: float
     vmap: bool
+    compiled: CompiledTasks | None = None
 
     def task_loss(self, layer: int) -> Callable[[Params, tuple], Tensor]:
         """One task's outer loss, its plan mixing at ``layer``: ``f(shared, (fast, plan_tensors, support_x,
@@ -127,21 +133,43 @@ class OuterObjective:
         self, params: Params, adapt: Adapt, plan: MixPlan, data: tuple[Tensor, ...], fast: list[Params] | None
     ) -> Tensor:
         """The mean outer loss, each task adapted (unless ``fast`` has its fast weights already), scored and
-        differentiated in turn (see :meth:`meta_loss`)."""
+        differentiated in turn (see :meth:`meta_loss`); compiled when :attr:`compiled` is set and the adaptation is
+        part of the task's computation (a refining strategy adapted every task already: eager)."""
         names = [name for name, value in params.items() if value.requires_grad]
         count = n_tasks(data)
         losses, total = [], [torch.zeros_like(params[name]) for name in names]
         for i in range(count):
             support_x, support_t, query_x, query_t, plan_tensors = task_slice((*data, plan.tensors), i)
-            fast_task = adapt(params, (support_x, support_t)) if fast is None else fast[i]
-            batch = (fast_task, plan_tensors, support_x, support_t, query_x, query_t)
-            loss = self.task_loss(plan.layer_of(i))(params, batch)
-            grads = torch.autograd.grad(loss / count, [params[name] for name in names], allow_unused=True)
+            layer = plan.layer_of(i)
+            if fast is not None:
+                batch = (fast[i], plan_tensors, support_x, support_t, query_x, query_t)
+                loss, grads = task_gradient(self.task_loss(layer), params, names, batch, count)
+            else:
+                batch = (plan_tensors, support_x, support_t, query_x, query_t)
+                make = functools.partial(self.adapted_loss, adapt, layer)
+                if self.compiled is None:
+                    loss, grads = task_gradient(make(), params, names, batch, count)
+                else:
+                    # One graph per mixing layer; the strategy's kind and the loss are what else it can differ by.
+                    key = (layer, type(self.strategy), self.loss)
+                    loss, grads = self.compiled.gradient(key, make, params, names, batch, count)
             for accumulated, grad in zip(total, grads, strict=True):
                 if grad is not None:
                     accumulated.add_(grad)
             losses.append(loss.detach())
         return WithGradients.apply(torch.stack(losses).mean(), tuple(total), *(params[name] for name in names))
+
+    def adapted_loss(self, adapt: Adapt, layer: int) -> TaskLoss:
+        """One task's outer loss from the meta-parameters, its adaptation by ``adapt`` included: ``f(params,
+        (plan_tensors, support_x, support_t, query_x, query_t))``, the unit the loop path compiles."""
+        outer_loss = self.task_loss(layer)
+
+        def one_task(params: Params, batch: tuple) -> Tensor:
+            plan_tensors, support_x, support_t, query_x, query_t = batch
+            fast = adapt(params, (support_x, support_t))
+            return outer_loss(params, (fast, plan_tensors, support_x, support_t, query_x, query_t))
+
+        return one_task
 
 
 class AdaptedOnce:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from metabench import OuterBatch, Param, TaskBatch, parameters
 from metabench.interfaces import Params, Strategy, TaskType
 from metabench.plugins.learners.diagnostics import task_diagnostics
-from metabench.plugins.learners.execution import VECTORIZE, Vectorize, map_tasks, use_vmap
+from metabench.plugins.learners.execution import VECTORIZE, CompiledTasks, Vectorize, map_tasks, use_vmap
 from metabench.plugins.learners.losses import soft_cross_entropy
 from metabench.plugins.learners.network import Network, detached, initial_backbone_params
 from metabench.plugins.learners.outer_objective import OuterObjective
@@ -54,6 +54,7 @@ class ProtoNet:
         self.joint = embed_episode == "joint"
         self.vectorize = vectorize
         self._network: Network | None = None
+        self._compiled: CompiledTasks | None = None
 
     def init_params(self, backbone: nn.Module, generator: torch.Generator) -> Params:
         self._network = Network(backbone)
@@ -70,6 +71,10 @@ class ProtoNet:
         if task_type != "classification":
             return "Prototypical Networks score queries by distance to class prototypes: they need classification tasks"
         return None
+
+    def compile_meta_gradient(self, name: str) -> None:
+        """As :meth:`GradientLearner.compile_meta_gradient`: the per-task loop runs under ``torch.compile``."""
+        self._compiled = CompiledTasks(name)
 
     def embed(self, params: Params, h: Tensor, start: int = 0) -> Tensor:
         return self.network(params, h, start, self.network.representation_layer).flatten(1)
@@ -91,7 +96,9 @@ class ProtoNet:
         self, params: Params, tasks: TaskBatch, strategy: Strategy, rng: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
         vmap = use_vmap(self.vectorize, tasks.device, self.network)
-        objective = OuterObjective(self.network, strategy, soft_cross_entropy, self.predict, self.lookahead_lr, vmap)
+        objective = OuterObjective(
+            self.network, strategy, soft_cross_entropy, self.predict, self.lookahead_lr, vmap, self._compiled
+        )
         # The lookahead of learned-λ strategies steps every parameter: ProtoNets' "fast weights" are the meta-weights.
         loss = objective.meta_loss(params, lambda shared, support: shared, tasks, rng)
         return loss, {"loss": float(loss.detach())}
