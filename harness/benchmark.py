@@ -7,7 +7,7 @@ check and report exactly alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ def run_benchmark(
     options = options or RunOptions()
     selection = selection or plan.Selection()
     specs = config.select(config.load_benchmark(path, registry, profile=profile, overrides=overrides), only)
+    if config.compile_key(path, registry, profile=profile, overrides=overrides):
+        options = replace(options, compile=True)
     if not specs:
         raise MetabenchError(f"{path}: no run matches --only {only!r}")
     most = sequential.max_seeds(specs, until_decided, max_seeds)

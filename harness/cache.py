@@ -1,5 +1,6 @@
-"""Where metabench keeps what it computes once and reuses (decoded datasets, trained generative models), and the one way
-it writes a file that others may be reading (records, checkpoints, cache entries): atomically."""
+"""Where metabench keeps what it computes once and reuses (decoded datasets, trained generative models, compiled
+graphs), and the one way it writes a file that others may be reading (records, checkpoints, cache entries):
+atomically."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ def cache_dir() -> Path:
     """``$METABENCH_CACHE``, else ``~/.cache/metabench``; created on first use."""
     path = Path(os.environ.get("METABENCH_CACHE") or Path.home() / ".cache" / "metabench")
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def use_compile_cache() -> Path:
+    """Point torch's persistent compile caches (Inductor's FX graph cache, the AOTAutograd cache) at
+    ``cache_dir()/torch-compile``, unless ``TORCHINDUCTOR_CACHE_DIR`` says where: compiling is then paid once per
+    machine, not per process (the second process's compile and two steps fell from 22.5 s to 4.3 s, issue 25)."""
+    import torch._functorch.config
+    import torch._inductor.config
+
+    path = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torch-compile")))
+    torch._inductor.config.fx_graph_cache = True
+    torch._functorch.config.enable_autograd_cache = True
     return path
 
 

@@ -190,6 +190,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         not args.no_progress,
         report=_reporters(args.report),
         checkpoint_dir=args.checkpoint_dir,
+        compile=args.compile,
     )
     selection = plan.Selection(retry_failed=args.retry_failed, rerun=args.rerun, reuse_stale=args.reuse_stale)
     try:
@@ -287,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch CPU threads (default 1: on a shared or small machine more threads oversubscribe the cores and "
         "run several times slower; raise it on a dedicated many-core CPU)",
+    )
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each task's meta-gradient (as [training] compile = true); the first run on a machine "
+        "pays the compilation, later ones read torch's caches under the metabench cache folder. Not bit-identical to "
+        "eager: a compiled record is stale to an eager run and the other way round",
     )
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")

@@ -48,6 +48,10 @@ TRAINING_PARAMS = (
         low=0,
     ),
 )
+# An execution option beside the training settings, not one of them: RunOptions.compile, out of the config hash.
+COMPILE = Param(
+    "compile", bool, False, "torch.compile the per-task meta-gradient (as metabench run --compile); not bit-identical"
+)
 assert [p.name for p in PROTOCOL_PARAMS] == [f.name for f in fields(EvalProtocol)]
 assert [p.name for p in TRAINING_PARAMS] == [f.name for f in fields(Training)]
 
@@ -57,6 +61,17 @@ def load_benchmark(
 ) -> list[RunSpec]:
     """The validated runs of the benchmark file at ``path`` under ``profile`` (``None``: the base settings), with the
     ``overrides`` (``"training.meta_steps=500"``: a dotted key, a TOML value) applied after the profile."""
+    return _read(path, registry, profile, overrides).expand()
+
+
+def compile_key(
+    path: str | Path, registry: Registry, *, profile: str | None = None, overrides: Sequence[str] = ()
+) -> bool:
+    """``[training] compile`` of the file, as :func:`load_benchmark` reads it (profile and overrides applied)."""
+    return _read(path, registry, profile, overrides).compiles()
+
+
+def _read(path: str | Path, registry: Registry, profile: str | None, overrides: Sequence[str]) -> _Benchmark:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -70,7 +85,7 @@ def load_benchmark(
         raise ConfigError(f"{path}: cannot read the benchmark file ({error.strerror or error})") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    return _Benchmark(path, raw, profile, registry, parse_overrides(overrides)).expand()
+    return _Benchmark(path, raw, profile, registry, parse_overrides(overrides))
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[tuple[str, ...], tuple[Any, str]]:
@@ -268,7 +283,7 @@ class _Benchmark:
         dataset = self._component("dataset", self._table("dataset"), "dataset")
         backbone = self._component("backbone", self._table("backbone"), "backbone")
         protocol = EvalProtocol(**self._section("protocol", PROTOCOL_PARAMS))
-        training = Training(**self._section("training", TRAINING_PARAMS))
+        training = Training(**self._training())
         axes = [self._axis(axis, kind) for axis, kind in GRID_AXES.items()]
         samplers = axes[0]
         # seed outermost: a benchmark stopped halfway already has every cell of the first seeds
@@ -279,6 +294,15 @@ class _Benchmark:
             for seed, sampler, learner, strategy in itertools.product(seeds, *axes)
             if sampler is samplers[0] or self._meta_trains(learner)
         ]
+
+    def _training(self) -> dict[str, Any]:
+        """The ``[training]`` settings of :class:`Training`, less :data:`COMPILE` (validated here all the same)."""
+        settings = self._section("training", (*TRAINING_PARAMS, COMPILE))
+        del settings["compile"]
+        return settings
+
+    def compiles(self) -> bool:
+        return bool(self._section("training", (*TRAINING_PARAMS, COMPILE))["compile"])
 
     def _meta_trains(self, learner: ComponentRef) -> bool:
         """False for a baseline that reads no training task (``scratch``): the sampler axis cannot change its runs,

@@ -27,7 +27,7 @@ from metabench.cache import stable_hash  # noqa: E402
 from metabench.errors import MetabenchError  # noqa: E402
 from metabench.plots import plot_cells, plot_run  # noqa: E402 - show.py draws a run's curves too
 from metabench.registry import Registry  # noqa: E402
-from metabench.runspec import RunSpec, flat_config  # noqa: E402
+from metabench.runspec import flat_config  # noqa: E402
 
 CELL = ["benchmark", "profile", "sampler", "learner", "strategy"]
 _NOT_CONFIG = ("seed", "profile", "analysis")  # what varies inside a cell (seeds), names it, or says how to read it
@@ -44,8 +44,7 @@ def staleness(record: dict[str, Any], registry: Registry | None) -> str:
     if registry is None:
         return ""
     try:
-        spec = RunSpec.from_dict(record["config"])
-        now = provenance.of(spec, registry, record["provenance"].get("device_type", "cpu"))
+        now = provenance.of_record(record, registry)
     except (MetabenchError, KeyError, TypeError) as error:
         return f"cannot check its code: {error}"
     standing, detail = provenance.standing(record, now)

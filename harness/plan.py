@@ -49,7 +49,7 @@ class Planned:
 
 
 def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> list[Planned]:
-    """The status of every spec under ``options.out`` for code run now on ``options.device``."""
+    """The status of every spec under ``options.out`` for code run now on ``options.device`` (compiled or not)."""
     device_type = resolve_device(options.device).type
     planned = []
     for spec in specs:
@@ -57,7 +57,7 @@ def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> l
         if record is None:
             planned.append(Planned(spec, "to run"))
             continue
-        standing, detail = provenance.standing(record, provenance.of(spec, registry, device_type))
+        standing, detail = provenance.standing(record, provenance.of(spec, registry, device_type, options.compile))
         if standing == "stale":
             planned.append(Planned(spec, "stale", detail, record))
         elif record["status"] == "failed":

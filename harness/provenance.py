@@ -276,8 +276,10 @@ def _built_by_name(spec: ComponentSpec, registry: Registry | None, params: Any) 
     return registry.get("generative-model", spec.resolve(params, where=where)["model"], where=f"{where} model")
 
 
-def of(spec: RunSpec, registry: Registry, device_type: str) -> dict[str, Any]:
-    """The provenance of ``spec`` run now with ``registry`` on a device of type ``device_type`` (``cpu``, ``cuda``).
+def of(spec: RunSpec, registry: Registry, device_type: str, compiled: bool = False) -> dict[str, Any]:
+    """The provenance of ``spec`` run now with ``registry`` on a device of type ``device_type`` (``cpu``, ``cuda``),
+    ``compiled`` or not (``metabench run --compile``: not bit-identical to eager, so another identity; an eager run's
+    provenance has no such key, which keeps the identity of every record made before there was a compiled path).
 
     Raises :class:`metabench.errors.ConfigError` when a component is not registered (any more)."""
     where = f"{spec.benchmark}: {spec.label}"
@@ -288,12 +290,20 @@ def of(spec: RunSpec, registry: Registry, device_type: str) -> dict[str, Any]:
         found = registry.get(kind, ref.name, where=where)
         components[kind], reached = component(found, host_modules, registry, ref.params)
         libraries.update(reached)
-    return {
+    made = {
         "components": components,
         "host": host_modules,
         "libraries": dict(sorted(libraries.items())),
         "device_type": device_type,
     }
+    return {**made, "compiled": True} if compiled else made
+
+
+def of_record(record: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """The provenance the run of ``record`` would have now: its config, device type and compilation, today's code."""
+    recorded = record.get("provenance") or {}
+    spec = RunSpec.from_dict(record["config"])
+    return of(spec, registry, recorded.get("device_type", "cpu"), recorded.get("compiled", False))
 
 
 def code_hash(provenance: dict[str, Any]) -> str:
@@ -330,6 +340,8 @@ def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
             changes.append(f"{name} {before.get(name)} -> {after.get(name)}")
     if old.get("device_type") != new["device_type"]:
         changes.append(f"device_type {old.get('device_type')} -> {new['device_type']}")
+    if old.get("compiled", False) != new.get("compiled", False):
+        changes.append(f"compiled {old.get('compiled', False)} -> {new.get('compiled', False)}")
     return changes or ["code hash differs"]
 
 

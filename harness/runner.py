@@ -13,6 +13,7 @@ import hashlib
 import math
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metabench import probe, provenance, results, schema
-from metabench.cache import cache_dir, stable_hash
+from metabench.cache import cache_dir, stable_hash, use_compile_cache
 from metabench.errors import ConfigError
 from metabench.evaluation import evaluate_tasks, fixed_tasks, metric_of, task_shape
 from metabench.interfaces import Dataset, MetaLearner, Params, SamplerContext, Strategy, TaskSource
@@ -50,6 +51,9 @@ class RunOptions:
     # reporters that lifecycle hooks should feed (``--report tensorboard,mlflow``); hooks receive these options
     report: tuple[str, ...] = ()
     checkpoint_dir: Path | None = None  # None: <out>/checkpoints; on a cluster, a path every node shares
+    # torch.compile the learner's per-task meta-gradient (--compile, [training] compile): how, not what, so out of
+    # the config hash; in the provenance when true (not bit-identical to eager: provenance.of)
+    compile: bool = False
 
     @property
     def checkpoints(self) -> Path:
@@ -96,9 +100,9 @@ def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any
     origin: dict[str, Any] = {}
     outcome, status, error, trace, code_hash = None, "ok", None, None, ""
     try:  # provenance too: a worker may lack a plugin the driver had, which makes a failed run, not a crash
-        origin = provenance.of(spec, registry, device.type)
+        origin = provenance.of(spec, registry, device.type, options.compile)
         code_hash = provenance.code_hash(origin)
-        bound = build(spec, registry, device, progress=options.progress, facts=facts)
+        bound = build(spec, registry, device, progress=options.progress, facts=facts, compile=options.compile)
         outcome = train_and_evaluate(spec, registry, options, bound, code_hash)
         bad = schema.nonfinite(outcome)
         if bad:
@@ -129,7 +133,8 @@ def replay_probe(spec: RunSpec, registry: Registry, options: RunOptions, steps: 
     """The first ``steps`` meta-steps of ``spec``, built and trained as :func:`run` does, with its probe and
     ``tasks_hash``; checkpoints go to ``options.checkpoints``, which should be a throwaway folder."""
     facts: dict[str, Any] = {}
-    bound = build(spec, registry, resolve_device(options.device), progress=options.progress, facts=facts)
+    device = resolve_device(options.device)
+    bound = build(spec, registry, device, progress=options.progress, facts=facts, compile=options.compile)
     training = train_and_evaluate(spec, registry, options, bound, "replay", stop_at=steps)
     return {"probe": training.get("probe"), "tasks_hash": facts.get("tasks_hash")}
 
@@ -187,9 +192,11 @@ def build(
     progress: bool,
     facts: dict[str, Any],
     stage: Callable[[str], None] = _quiet,
+    compile: bool = False,
 ) -> Bound:
     """Build and bind every component of ``spec`` as its run does, up to its first meta-step. ``facts`` receives what
-    the record needs even when the run stops early; ``stage`` hears where the building is (for preflight's messages).
+    the record needs even when the run stops early; ``stage`` hears where the building is (for preflight's messages);
+    ``compile``: the learner's meta-gradient is compiled (:func:`compile_learner`).
 
     Raises :class:`NotApplicable` when the learner declines the strategy, :class:`ConfigError` when the data cannot
     give the benchmark's tasks."""
@@ -229,8 +236,24 @@ def build(
         torch.manual_seed(derive_seed(spec.seed, "backbone"))
         backbone = _build(registry, "backbone", spec, input_shape=dataset.input_shape, out_dim=out_dim).to(device)
     params = learner.init_params(backbone, make_generator(spec.seed, "init"))
+    if compile:
+        compile_learner(learner, spec.learner.name)
     metric = metric_of(dataset.task_type)
     return Bound(learner, strategy, dataset, backbone, params, train_source, val_tasks, test_tasks, probe_tasks, metric)
+
+
+def compile_learner(learner: MetaLearner, name: str) -> None:
+    """Switch on the compiled meta-gradient of ``learner`` (its optional ``compile_meta_gradient(name)``), torch's
+    compile caches under the metabench cache folder; a learner without one runs eager, after a warning."""
+    enable = getattr(learner, "compile_meta_gradient", None)
+    if enable is None:
+        warnings.warn(f"learner '{name}' has no compiled path (no compile_meta_gradient): it runs eager", stacklevel=2)
+        return
+    use_compile_cache()
+    # The previous run's graphs cannot serve this one (their guards name its objects) and would count toward
+    # Dynamo's limit of 8 graphs per function, past which a grid's later runs would silently run eager.
+    torch._dynamo.reset()
+    enable(name)
 
 
 @contextmanager

@@ -63,9 +63,8 @@ def verify_record(record: dict[str, Any], registry: Registry, steps: int | None)
     started = time.perf_counter()
     label = record["label"]
     spec = RunSpec.from_dict(record["config"])
-    device_type = (record.get("provenance") or {}).get("device_type", "cpu")
     try:
-        now = provenance.of(spec, registry, device_type)
+        now = provenance.of_record(record, registry)
     except MetabenchError as error:
         return Outcome(label, "stale", f"cannot check its code: {error}"), None
     standing, detail = provenance.standing(record, now)
@@ -76,9 +75,9 @@ def verify_record(record: dict[str, Any], registry: Registry, steps: int | None)
         return Outcome(label, "no probe", f"{detail} (recorded without a probe: rerun it)"), None
     k = min(steps or probe["steps"], probe["steps"])
     try:
-        runner.resolve_device(device_type)
+        runner.resolve_device(now["device_type"])
         with tempfile.TemporaryDirectory(prefix="metabench-verify-") as scratch:
-            options = RunOptions(out=Path(scratch), device=device_type, progress=False)
+            options = RunOptions(Path(scratch), now["device_type"], progress=False, compile="compiled" in now)
             replay = runner.replay_probe(spec, registry, options, k)
     except Exception as error:  # noqa: BLE001 - a replay that cannot run leaves the record stale, the others go on
         return Outcome(label, "stale", f"replay failed: {type(error).__name__}: {error}"), None
