@@ -12,6 +12,10 @@ A learner (:class:`metabench.interfaces.MetaLearner`) usually needs three things
   :mod:`metabench.interfaces`. ``predict`` says what the outer batch becomes (:func:`rest_of_network` for a
   MAML-style learner).
 
+``metabench run --compile`` calls a learner's optional ``compile_meta_gradient(name)``; the built-in ones answer by
+passing a :class:`CompiledTasks` as the objective's ``compiled``, which runs the loop path's per-task meta-gradients
+under ``torch.compile``.
+
 :func:`adaptation_scores` is the ``evaluate`` of a learner that adapts; :func:`map_tasks` and :func:`task_slice` run a
 per-task function over a meta-batch; :func:`task_diagnostics` computes MetaMix's analyses from a per-task probe.
 README.md, "Writing a learner", has a complete first-order MAML in under 40 lines.
@@ -22,7 +26,14 @@ The implementation lives with the built-in learners (``metabench.plugins.learner
 from __future__ import annotations
 
 from metabench.plugins.learners.diagnostics import TaskProbe, task_diagnostics
-from metabench.plugins.learners.execution import VECTORIZE, Vectorize, map_tasks, task_slice, use_vmap
+from metabench.plugins.learners.execution import (
+    VECTORIZE,
+    CompiledTasks,
+    Vectorize,
+    map_tasks,
+    task_slice,
+    use_vmap,
+)
 from metabench.plugins.learners.inner_loop import Adapt, InnerLoop, adaptation_scores
 from metabench.plugins.learners.losses import Loss, mse, soft_cross_entropy, task_loss, task_score
 from metabench.plugins.learners.network import Network, detached, initial_backbone_params
@@ -31,6 +42,7 @@ from metabench.plugins.learners.outer_objective import OuterObjective, Predict, 
 __all__ = [
     "VECTORIZE",
     "Adapt",
+    "CompiledTasks",
     "InnerLoop",
     "Loss",
     "Network",
