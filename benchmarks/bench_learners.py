@@ -9,9 +9,15 @@ on the same tensors, alternating step by step after a warm-up; the table gives m
 the load average before and after, and each path's peak memory (measured apart, in a fresh process: the most one
 step after a warm-up step holds above what the process held before it).
 
+The ``compiled`` path is the loop path under ``metabench run --compile``, timed with a warm compile cache: first a
+fresh process compiles into an empty cache folder (its cold-compile seconds, the first step's time minus the second's,
+are printed beside), then a second fresh process reads that cache (is its first step done within 20 s of being
+asked for?), then the timed process.
+
     python benchmarks/bench_learners.py                   # configs (a) quick and (b) paper-scale, 1 torch thread
     python benchmarks/bench_learners.py --configs a       # only the quick profile's config
     python benchmarks/bench_learners.py --device cuda     # GPU: vmap and loop against the reference
+    python benchmarks/bench_learners.py --configs a --learners maml --paths loop compiled
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import multiprocessing
 import os
 import resource
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +42,11 @@ from torch.func import functional_call
 
 N_WAY, K_SHOT, IMAGE = 5, 1, (1, 28, 28)
 INNER_LR, META_LR = 0.4, 1e-3
+T = TypeVar("T")
 TARGETS = {"maml": 1.5, "fomaml": 1.5, "protonet": 1.0}
 """Speed-up over the reference that issue #16 asks of the best path on CPU; a missed one prints the step's profile."""
+WARM_START_S = 20.0
+"""Issue 25: a process with a warm compile cache must start training within this long of asking for its first step."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Row:
     k_query: int
     meta_batch: int
     inner_steps: int = 1
-    paths: tuple[str, ...] = ("loop", "vmap")
+    paths: tuple[str, ...] = ("loop", "vmap", "compiled")
 
 
 ROWS = {
@@ -80,16 +91,19 @@ def episode(row: Row, device: torch.device) -> tuple[torch.Tensor, ...]:
 # --------------------------------------------------------------------------------------------------- metabench paths
 def metabench_step(row: Row, path: str, device: torch.device) -> Callable[[], None]:
     from metabench.registry import default_registry
+    from metabench.runner import compile_learner
     from metabench.tasks import TaskBatch
 
     registry = default_registry()
     backbone = registry.build("backbone", "conv4", {"filters": row.filters}, input_shape=IMAGE, out_dim=N_WAY)
-    options = {"vectorize": path}
+    options = {"vectorize": "loop" if path == "compiled" else path}
     if row.learner != "protonet":
         options["inner_steps"] = row.inner_steps
     learner = registry.build("learner", row.learner, options)
     generator = torch.Generator(device=device).manual_seed(0)
     params = learner.init_params(backbone.to(device), generator)
+    if path == "compiled":
+        compile_learner(learner, row.learner)
     optimiser = torch.optim.Adam(params.values(), lr=META_LR)
     strategy = registry.build("strategy", "query")
     tasks = TaskBatch(*episode(row, device), N_WAY)
@@ -230,11 +244,40 @@ def peak_memory(row: Row, path: str, device_name: str, threads: int) -> float:
     return max(peak[0], _resident_mib()) - baseline
 
 
+def in_fresh_process(function: Callable[..., T], *args: object) -> T:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def peak_in_fresh_process(row: Row, path: str, device: str, threads: int) -> float:
     # Large blocks straight from mmap, so that freed tensors leave the resident set and it tracks live memory.
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**16))
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(peak_memory, (row, path, device, threads))
+    return in_fresh_process(peak_memory, row, path, device, threads)
+
+
+def first_compiled_steps(row: Row, device_name: str, threads: int, cache: str) -> tuple[float, float]:
+    """Seconds of the first two meta-steps of the compiled path in this process, torch's compile caches in
+    ``cache``: the first compiles (or reads the cache), the second is a normal step."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    step = make_step(row, "compiled", device)
+    return synchronised(step, device), synchronised(step, device)
+
+
+def compile_seconds(row: Row, device: str, threads: int) -> str:
+    """Cold and warm-cache compile seconds of the compiled path (two fresh processes, one fresh cache folder, then
+    this process's own), and whether the warm-cache process started training within :data:`WARM_START_S`."""
+    cache = tempfile.mkdtemp(prefix="bench-compile-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # the timed path and its memory process read the warm cache
+    cold_first, cold_step = in_fresh_process(first_compiled_steps, row, device, threads, cache)
+    warm_first, warm_step = in_fresh_process(first_compiled_steps, row, device, threads, cache)
+    verdict = "yes" if warm_first <= WARM_START_S else "NO"
+    return (
+        f"compiled {row.learner} ({row.config}): cold compile {cold_first - cold_step:.1f} s (first step "
+        f"{cold_first:.1f} s, next {cold_step:.2f} s); warm-cache process: compile {warm_first - warm_step:.1f} s, "
+        f"first step done {warm_first:.1f} s after it was asked for: within {WARM_START_S:.0f} s: {verdict}"
+    )
 
 
 def profile_of(row: Row, path: str, device: torch.device, steps: int = 3) -> str:
@@ -267,7 +310,11 @@ def main() -> None:
         rows = [replace(row, paths=tuple(args.paths)) for row in rows]
     table = []
     speedups: dict[tuple[Row, str], float] = {}
+    compiles = []
     for row in rows:
+        if "compiled" in row.paths and not args.no_timing:
+            compiles.append(compile_seconds(row, args.device, args.threads))
+            print(compiles[-1], flush=True)
         load_before = os.getloadavg()[0]
         seconds = (
             dict.fromkeys(("reference", *row.paths), float("nan"))
@@ -303,6 +350,8 @@ def main() -> None:
         f"median of {args.rounds} alternating steps after {args.warmup} warm-up; peak MiB = path / reference"
     )
     print(tabulate(table, headers=headers, tablefmt="github"))
+    if compiles:
+        print("\n" + "\n".join(compiles))
     if args.no_timing or device.type != "cpu":
         return
     print("\nTargets on CPU (the best metabench path against the reference):")
