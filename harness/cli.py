@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
+from metabench import estimate, hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -212,6 +212,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
     if args.dry_run:
         print(plan_table(done.planned))
         print(plan.summary(done.planned, selection) + " (dry run: nothing was run or written)")
+        if any(p.status != "recorded" for p in done.planned):
+            print(estimate.report(estimate.estimate(done.planned, registry, options), options))
         if done.specs[0].analysis.looks > 1:
             print(sequential.plan_text(done.specs))
         return 0
