@@ -98,7 +98,7 @@ def _time_step(spec: RunSpec, registry: Registry, device: torch.device) -> float
     """Steps/s of ``spec``'s meta-step on ``device`` (draw, meta-loss, backward)."""
     with torch.random.fork_rng(devices=[]):
         try:
-            bound = runner.build(spec, registry, device, progress=False, facts={}, stage=lambda _: None)
+            bound = runner.build(spec, registry, device, progress=False, facts={}, checking=True)
         except runner.NotApplicable:
             return None
         if not bound.learner.meta_trains:

@@ -187,6 +187,7 @@ def build(
     progress: bool,
     facts: dict[str, Any],
     stage: Callable[[str], None] = _quiet,
+    checking: bool = False,
 ) -> Bound:
     """Build and bind every component of ``spec`` as its run does, up to its first meta-step. ``facts`` receives what
     the record needs even when the run stops early; ``stage`` hears where the building is (for preflight's messages).
@@ -204,7 +205,7 @@ def build(
     if reason:
         raise NotApplicable(reason)
 
-    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, progress)
+    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, progress, checking=checking)
     protocol = spec.protocol
     shape = task_shape(protocol, dataset.task_type)
     train_split = dataset.split("train")

@@ -281,6 +281,7 @@ class LasiumSampler:
             name=self.model,
             seed=context.seed,
             progress=context.progress,
+            train=not context.checking,
         )
         return LasiumSource(
             model=model,
