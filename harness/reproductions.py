@@ -339,7 +339,29 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
             f"**{v.verdict}**",
         ]
         lines.append("| " + " | ".join(_escape(part) for part in row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _across_scales(verdicts)) + "\n"
+
+
+def _across_scales(verdicts: list[Verdict]) -> list[str]:
+    """One sentence per claim judged at several scales: its verdict at each, smallest training first."""
+    by_claim: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        if v.profile is not None:
+            by_claim.setdefault(v.claim.id, []).append(v)
+    lines = []
+    for claim_id, judged in by_claim.items():
+        if len(judged) < 2:
+            continue
+        judged.sort(key=lambda v: _steps(v.scale))
+        steps = "; ".join(f"{v.scale.split(':', 1)[0]} ({_steps(v.scale)} steps) {v.verdict}" for v in judged)
+        lines.append(f"- **{claim_id}** as training grows (its rows above, profile and meta-steps): {steps}.")
+    return ["", "## Across scales", "", *lines] if lines else []
+
+
+def _steps(scale: str) -> int:
+    """The meta-steps of a scale text (:func:`_scale`)."""
+    words = scale.split(" steps", 1)[0].rsplit(" ", 1)
+    return int(words[-1]) if words[-1].isdigit() else 0
 
 
 def write_reproductions(claims_path: Path, out: Path) -> tuple[Path, list[Verdict]]:
