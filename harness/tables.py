@@ -47,7 +47,8 @@ def render_latex(cells: pd.DataFrame, first: str | None = None) -> str:
     for benchmark, named, size, group in _groups(cells, first):
         scale, unit = leaderboard.metric_display(group)
         title = latex_escape(benchmark) + (f" ({latex_escape(named)})" if named else "")
-        label = re.sub(r"[^A-Za-z0-9]+", "-", f"{benchmark}-{named}").strip("-")
+        # "tab:omniglot-5w1s-quick", as before tables had overrides: a paper's \ref keeps working
+        label = re.sub(r"[^A-Za-z0-9]+", "-", f"{benchmark}-{named.removeprefix('profile ')}").strip("-")
         stale = " $^\\dagger$: recorded by other code than the one installed now." if group["stale"].any() else ""
         parts += [
             "",
