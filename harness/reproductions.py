@@ -352,7 +352,7 @@ def _across_scales(verdicts: list[Verdict]) -> list[str]:
     for claim_id, judged in by_claim.items():
         if len(judged) < 2:
             continue
-        judged.sort(key=lambda v: _steps(v.scale))
+        judged.sort(key=lambda v: (_steps(v.scale), v.profile == v.claim.paper_profile))
         steps = "; ".join(f"{v.scale.split(':', 1)[0]} ({_steps(v.scale)} steps) {v.verdict}" for v in judged)
         lines.append(f"- **{claim_id}** as training grows (its rows above, profile and meta-steps): {steps}.")
     return ["", "## Across scales", "", *lines] if lines else []

@@ -116,6 +116,10 @@ def test_a_reversed_pair_contradicts_at_the_paper_profile_and_is_not_at_this_sca
     verdicts = reproductions.judge(claims[0], reproductions.results.load_records(out))
     assert [(v.profile, v.verdict) for v in verdicts] == [("paper", "contradicted"), ("quick", "not at this scale")]
     assert "A < B: ✗" in verdicts[0].evidence and "worse" in verdicts[0].evidence and "B ~ C: ✓" in verdicts[0].evidence
+    # REPRODUCTIONS.md sums the claim up across its scales, the shorter training first
+    text = run_cli(tmp_path / "claims.toml", out)
+    (line,) = [line for line in text.splitlines() if line.startswith("- **ranking** as training grows")]
+    assert line.index("quick (100 steps) not at this scale") < line.index("paper (100 steps) contradicted")
 
 
 def test_records_of_one_profile_at_two_scales_are_judged_apart(tmp_path):
