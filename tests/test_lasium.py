@@ -326,6 +326,9 @@ def test_a_checking_bind_does_not_train_the_model_but_uses_a_cached_one(registry
     checking = replace(context(registry, tmp_path), checking=True)
     assert sampler.bind(split, shape, checking, role="train").model_curve == []
     assert CountingVAE.fits == 0 and not (tmp_path / "generative-models").exists()
+    # its tasks can still be drawn (preflight draws one), although an untrained model's latents lie within any epsilon
+    big_epsilon = registry.build("sampler", "lasium-ro", {"model": "counting-vae", "epsilon": 1e6})
+    assert big_epsilon.bind(split, shape, checking, role="train")(1, torch.Generator()).support_x.shape[0] == 1
     trained = sampler.bind(split, shape, context(registry, tmp_path), role="train")
     assert CountingVAE.fits == 1
     assert sampler.bind(split, shape, checking, role="train").model_curve == trained.model_curve
