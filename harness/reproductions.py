@@ -192,13 +192,15 @@ def _pair(
     lower: dict[int, dict[str, Any]], upper: dict[int, dict[str, Any]], relation: str, factor: float
 ) -> tuple[str, str]:
     """Whether ``lower relation upper`` ``holds``, ``fails`` or is ``undecided``, and the evidence in words: upper −
-    lower paired by seed on the same tasks (only the seeds both have)."""
+    lower paired by seed on the same tasks (only the seeds both have), at the level of the rounds they were run in."""
     tasks = {r.get("tasks_hash") for r in lower.values()}, {r.get("tasks_hash") for r in upper.values()}
     reason = inference.not_comparable(*tasks, set(lower) & set(upper))
     if reason:
         return "undecided", f"not compared: {reason}"
     higher_is_better = metrics.goal_of(next(iter(upper.values())).get("metric") or {}) != "minimize"
-    comparison = inference.compare(_seed_means(upper, factor), _seed_means(lower, factor))
+    # cells run until decided looked at the data once a round: each look spends alpha / looks (harness/sequential.py)
+    looks = max((r["config"].get("analysis") or {}).get("looks", 1) for r in (*lower.values(), *upper.values()))
+    comparison = inference.compare(_seed_means(upper, factor), _seed_means(lower, factor), inference.ALPHA / looks)
     margin = _margin(upper, factor)
     verdict = inference.verdict(comparison, comparison.p_value, margin, higher_is_better)
     n = len(comparison.seeds)
@@ -319,8 +321,9 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
         "decided against it at a profile smaller than the paper's), *contradicted* (decided against it at the "
         "paper's profile), *undecided* (no relation against it, some not decided at the seeds run: the evidence says "
         "how many seeds would decide it), *ambiguous* (a cell matches several configs, which are never averaged), "
-        "*not run* (a cell has no record). Every relation is tested at 5% on its own: a claim needs all of them, so "
-        "no multiplicity correction is due (intersection-union). Ours: mean ± 95% t interval over training seeds.",
+        "*not run* (a cell has no record). Every relation is tested at 5% on its own (cells run until decided: at "
+        "5% over their looks, α / looks each): a claim needs all of them, so no multiplicity correction is due "
+        "(intersection-union). Ours: mean ± 95% t interval over training seeds.",
         "",
         "| claim | paper | cells: paper → ours | scale | evidence | verdict |",
         "| --- | --- | --- | --- | --- | --- |",
