@@ -56,7 +56,10 @@ def estimate(planned: Sequence[Planned], registry: Registry, options: runner.Run
         if known is not None:
             speed, source = known
         else:
-            speed, source = _time_step(spec, registry, device), "timed here"
+            try:
+                speed, source = _time_step(spec, registry, device), "timed here"
+            except Exception as error:  # noqa: BLE001 - a run that fails in its first steps is the run's to record
+                speed, source = None, f"not timed: {type(error).__name__}: {error}"
         estimates.append(CellEstimate(cell, len(specs), spec.training.meta_steps, speed, source))
     return estimates
 
@@ -66,7 +69,11 @@ def report(estimates: Sequence[CellEstimate], options: runner.RunOptions) -> str
     device = runner.resolve_device(options.device)
     lines = [f"estimated meta-training time on {device} (validation and evaluation not counted):"]
     for e in estimates:
-        speed = "no meta-training" if e.steps_per_s is None else f"{e.steps_per_s:.3g} steps/s ({e.source})"
+        speed = (
+            (e.source if e.source != "timed here" else "no meta-training")
+            if e.steps_per_s is None
+            else (f"{e.steps_per_s:.3g} steps/s ({e.source})")
+        )
         lines.append(f"  {e.cell}: {e.runs} x {e.meta_steps} steps, {speed}: {_duration(e.seconds)}")
     total = sum(e.seconds for e in estimates)
     lines.append(f"  total: {_duration(total)} one run at a time")
