@@ -297,6 +297,11 @@ def train_and_evaluate(
     }
 
 
+def resuming_text(spec: RunSpec, step: int) -> str:
+    """What the terminal says of a run that goes on from its checkpoint (on the driver too, for a remote run)."""
+    return f"{spec.label}: resuming at step {step} (from its checkpoint)"
+
+
 @dataclass
 class _TrainState:
     """Everything a checkpoint holds beyond the tensors: where training is and what it has seen."""
@@ -348,7 +353,8 @@ class _Trainer:
         )
         with bar:
             if self.state.resumed_from:
-                bar.write(f"{self.spec.label}: resuming at step {self.state.resumed_from} (from its checkpoint)")
+                bar.write(resuming_text(self.spec, self.state.resumed_from))
+                self.registry.fire("metabench_run_resumed", spec=self.spec, step=self.state.resumed_from)
             while self.state.step < (self.stop_at or settings.meta_steps):
                 loss = self._step(source)
                 self._observe(val_tasks)
