@@ -31,7 +31,7 @@ class CellEstimate:
     runs: int
     meta_steps: int
     steps_per_s: float | None  # None: the learner does not meta-train
-    source: str  # "timed here" or "record <hash>"
+    source: str  # "timed here", "record <hash>", "no meta-training" or "not timed: <error>"
 
     @property
     def seconds(self) -> float:
@@ -57,7 +57,8 @@ def estimate(planned: Sequence[Planned], registry: Registry, options: runner.Run
             speed, source = known
         else:
             try:
-                speed, source = _time_step(spec, registry, device), "timed here"
+                speed = _time_step(spec, registry, device)
+                source = "timed here" if speed is not None else "no meta-training"
             except Exception as error:  # noqa: BLE001 - a run that fails in its first steps is the run's to record
                 speed, source = None, f"not timed: {type(error).__name__}: {error}"
         estimates.append(CellEstimate(cell, len(specs), spec.training.meta_steps, speed, source))
@@ -69,11 +70,7 @@ def report(estimates: Sequence[CellEstimate], options: runner.RunOptions) -> str
     device = runner.resolve_device(options.device)
     lines = [f"estimated meta-training time on {device} (validation and evaluation not counted):"]
     for e in estimates:
-        speed = (
-            (e.source if e.source != "timed here" else "no meta-training")
-            if e.steps_per_s is None
-            else (f"{e.steps_per_s:.3g} steps/s ({e.source})")
-        )
+        speed = e.source if e.steps_per_s is None else f"{e.steps_per_s:.3g} steps/s ({e.source})"
         lines.append(f"  {e.cell}: {e.runs} x {e.meta_steps} steps, {speed}: {_duration(e.seconds)}")
     total = sum(e.seconds for e in estimates)
     lines.append(f"  total: {_duration(total)} one run at a time")
