@@ -82,14 +82,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def use_threads(device: torch.device, threads: int | None) -> None:
+    """Give torch ``threads`` CPU threads for a CPU run (``None``: leave torch's default)."""
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+
+
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
 
     Checkpoints go to ``options.checkpoints`` while it trains, so that a rerun resumes an interrupted run. The
     lifecycle hooks of the run, ``metabench_run_finished`` included, fire here, on the process that runs it."""
     device = resolve_device(options.device)
-    if device.type == "cpu" and options.threads:
-        torch.set_num_threads(options.threads)
+    use_threads(device, options.threads)
     started = time.time()
     registry.fire("metabench_run_started", spec=spec, options=options)
     facts: dict[str, Any] = {}
@@ -129,7 +134,9 @@ def replay_probe(spec: RunSpec, registry: Registry, options: RunOptions, steps: 
     """The first ``steps`` meta-steps of ``spec``, built and trained as :func:`run` does, with its probe and
     ``tasks_hash``; checkpoints go to ``options.checkpoints``, which should be a throwaway folder."""
     facts: dict[str, Any] = {}
-    bound = build(spec, registry, resolve_device(options.device), progress=options.progress, facts=facts)
+    device = resolve_device(options.device)
+    use_threads(device, options.threads)
+    bound = build(spec, registry, device, progress=options.progress, facts=facts)
     training = train_and_evaluate(spec, registry, options, bound, "replay", stop_at=steps)
     return {"probe": training.get("probe"), "tasks_hash": facts.get("tasks_hash")}
 
