@@ -92,7 +92,8 @@ def run_benchmark(
         outcome.specs, outcome.records = sequential.run_until_decided(
             specs, options, executor, echo, lambda round_: plan.to_run(plan.plan(round_, options, registry), selection)
         )
-    outcome.paths = leaderboard.write_leaderboard(options.out, registry)
+    # the benchmark just run leads the report: it is what the researcher is waiting for
+    outcome.paths = leaderboard.write_leaderboard(options.out, registry, first=specs[0].benchmark)
     registry.fire("metabench_leaderboard_written", paths=outcome.paths)
     return outcome
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
+from metabench import estimate, hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -213,6 +213,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
     if args.dry_run:
         print(plan_table(done.planned))
         print(plan.summary(done.planned, selection) + " (dry run: nothing was run or written)")
+        if any(p.status != "recorded" for p in done.planned):
+            print(estimate.report(estimate.estimate(done.planned, registry, options), options))
         if done.specs[0].analysis.looks > 1:
             print(sequential.plan_text(done.specs))
         return 0
@@ -239,9 +241,9 @@ def _leaderboard(args: argparse.Namespace, registry: Registry) -> int:
         if fmt not in ("md", *tables.FORMATS):
             allowed = ", ".join(["md", *tables.FORMATS])
             raise MetabenchError(f"--format {args.format}: unknown format '{fmt}'; allowed: {allowed}")
-    paths = leaderboard.write_leaderboard(args.results, registry, plots=not args.no_plots)
+    paths = leaderboard.write_leaderboard(args.results, registry, plots=not args.no_plots, first=args.first)
     registry.fire("metabench_leaderboard_written", paths=paths)
-    extra = [tables.write(args.results, fmt, registry) for fmt in formats if fmt != "md"]
+    extra = [tables.write(args.results, fmt, registry, args.first) for fmt in formats if fmt != "md"]
     print("\n".join(map(str, paths[:3] + extra)))
     return 0
 
@@ -355,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated: md (always written), {', '.join(tables.FORMATS)} (leaderboard.tex / leaderboard.html)",
     )
     board.add_argument("--no-plots", action="store_true", help="tables only: no leaderboard.png, no per-run plots")
+    board.add_argument(
+        "--first", metavar="NAME", help="the benchmark whose tables lead every file (default: by name, as the others)"
+    )
     board.set_defaults(handler=_leaderboard)
 
     shown = sub.add_parser("show", help="one run: config, provenance, metrics with CIs, diagnostics, curve plot")

@@ -286,10 +286,23 @@ class _Benchmark:
         training = Training(**self._training())
         axes = [self._axis(axis, kind) for axis, kind in GRID_AXES.items()]
         samplers = axes[0]
+        # grid keys choose which runs there are, not what a run is: a seed added by --set joins its cell's table
+        labels = tuple(text for keys, (_, text) in self.sets.items() if keys[0] != "grid")
         # seed outermost: a benchmark stopped halfway already has every cell of the first seeds
         return [
             RunSpec(
-                name, dataset, sampler, learner, strategy, backbone, protocol, training, seed, self.profile, analysis
+                name,
+                dataset,
+                sampler,
+                learner,
+                strategy,
+                backbone,
+                protocol,
+                training,
+                seed,
+                self.profile,
+                analysis,
+                labels,
             )
             for seed, sampler, learner, strategy in itertools.product(seeds, *axes)
             if sampler is samplers[0] or self._meta_trains(learner)

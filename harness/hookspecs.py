@@ -102,6 +102,12 @@ def metabench_run_started(spec: RunSpec, options: RunOptions) -> None:
 
 
 @hookspec
+def metabench_run_resumed(spec: RunSpec, step: int) -> None:
+    """A run goes on from its checkpoint after ``step`` meta-steps (an earlier attempt was interrupted), instead of
+    starting over; fired on the process that runs it, before its next meta-step."""
+
+
+@hookspec
 def metabench_step_finished(spec: RunSpec, step: int, metrics: dict[str, float]) -> None:
     """A meta-training step finished. ``step`` counts from 1; ``metrics`` holds at least ``loss``."""
 

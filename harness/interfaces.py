@@ -101,6 +101,9 @@ class SamplerContext:
     registry: Registry | None = None
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    # preflight and the dry run bind to check and to time steps: what the run itself will train once and cache (a
+    # LASIUM sampler's generative model) stays untrained, or a dry run of a paper profile would train it for hours
+    checking: bool = False
 
 
 class TaskSampler(Protocol):

@@ -29,7 +29,8 @@ from metabench.plots import plot_cells, plot_run  # noqa: E402 - show.py draws a
 from metabench.registry import Registry  # noqa: E402
 from metabench.runspec import flat_config  # noqa: E402
 
-CELL = ["benchmark", "profile", "sampler", "learner", "strategy"]
+TABLE = ["benchmark", "profile", "overrides"]  # one table (section) per key: its ranks, Holm family and scale
+CELL = [*TABLE, "sampler", "learner", "strategy"]
 _NOT_CONFIG = ("seed", "profile", "analysis")  # what varies inside a cell (seeds), names it, or says how to read it
 
 
@@ -63,6 +64,7 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
             {
                 "benchmark": config["benchmark"],
                 "profile": config.get("profile") or "-",
+                "overrides": overrides_text(record),
                 "sampler": config["sampler"]["label"],
                 "learner": config["learner"]["label"],
                 "strategy": config["strategy"]["label"],
@@ -94,6 +96,32 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
             }
         )
     return pd.DataFrame(rows)
+
+
+def overrides_text(record: dict[str, Any]) -> str:
+    """The ``--set`` overrides a record was made under, as typed (``"--set training.meta_steps=500"``); ``""`` for
+    none or a record from before they were recorded."""
+    return ", ".join(f"--set {text}" for text in record.get("overrides") or ())
+
+
+def table_order(frame: pd.DataFrame, first: str | None = None) -> pd.DataFrame:
+    """``frame`` (runs or cells) ordered table by table: benchmark ``first`` (the one the command ran), then the
+    others by name, profile and overrides; rows keep their order within a table."""
+    later = frame["benchmark"] != first
+    keys = pd.DataFrame({"later": later, **{k: frame[k] for k in TABLE}}, index=frame.index)
+    return frame.loc[keys.sort_values(["later", *TABLE], kind="stable").index]
+
+
+def table_groups(frame: pd.DataFrame, first: str | None = None) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """``frame`` split by :data:`TABLE` in :func:`table_order`."""
+    return list(table_order(frame, first).groupby(TABLE, sort=False))
+
+
+def check_first(first: str | None, benchmarks: Iterable[str]) -> None:
+    """``--first NAME`` names a benchmark of the records."""
+    present = sorted(set(benchmarks))
+    if first is not None and first not in present:
+        raise MetabenchError(f"--first {first}: no such benchmark in the records; benchmarks: {', '.join(present)}")
 
 
 def _variants(ok: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -166,12 +194,10 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         )
     table = _compare(pd.DataFrame(cells))
     signed = signed_mean(table)
-    table["rank"] = signed.groupby([table["benchmark"], table["profile"]]).rank(ascending=False, method="min")
-    return (
-        table.drop(columns=["seed_means", "family_key"])
-        .sort_values(["benchmark", "profile", "rank"])
-        .reset_index(drop=True)
-    )
+    table["rank"] = signed.groupby([table[k] for k in TABLE]).rank(ascending=False, method="min")
+    scales = {key: scale_text(group) for key, group in runs.groupby(TABLE)}  # all records, as LEADERBOARD.md says
+    table["scale"] = [scales[key] for key in zip(*(table[k] for k in TABLE), strict=True)]
+    return table.drop(columns=["seed_means", "family_key"]).sort_values([*TABLE, "rank"]).reset_index(drop=True)
 
 
 COMPARISON_COLUMNS = (
@@ -195,10 +221,8 @@ def _compare(table: pd.DataFrame) -> pd.DataFrame:
     ``alpha / looks`` when its cells were run until decided."""
     rows: list[dict[str, Any]] = []
     plain = table[table["strategy_plain"]]
-    by_family = {
-        key: group for key, group in plain.groupby(["benchmark", "profile", "sampler", "learner", "family_key"])
-    }
-    looks = table.groupby(["benchmark", "profile"])["looks"].transform("max")
+    by_family = {key: group for key, group in plain.groupby([*TABLE, "sampler", "learner", "family_key"])}
+    looks = table.groupby(TABLE)["looks"].transform("max")
     for cell, cell_looks in zip(table.itertuples(), looks, strict=True):
         row: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS, np.nan) | {
             "baseline": "",
@@ -209,7 +233,8 @@ def _compare(table: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
         if cell.strategy_plain:
             continue
-        candidates = by_family.get((cell.benchmark, cell.profile, cell.sampler, cell.learner, cell.family_key))
+        family = (cell.benchmark, cell.profile, cell.overrides, cell.sampler, cell.learner, cell.family_key)
+        candidates = by_family.get(family)
         if candidates is None:
             row["not_tested"] = "no plain-strategy run of the same config"
             continue
@@ -234,10 +259,11 @@ def _compare(table: pd.DataFrame) -> pd.DataFrame:
             "comparison": comparison,
         }
     compared = pd.DataFrame(rows, index=table.index)
-    compared["p_holm"] = compared.groupby([table["benchmark"], table["profile"]])["p_value"].transform(
+    in_table = [table[k] for k in TABLE]
+    compared["p_holm"] = compared.groupby(in_table)["p_value"].transform(
         lambda p: pd.Series(inference.holm(p.to_numpy()), index=p.index)
     )
-    family = compared.groupby([table["benchmark"], table["profile"]])["p_value"].transform("count")
+    family = compared.groupby(in_table)["p_value"].transform("count")
     for index, row in compared.iterrows():
         if isinstance(row.get("comparison"), inference.Comparison):
             comparison = row["comparison"]  # detectable at Holm's strictest step, α / looks / comparisons in the table
@@ -438,8 +464,48 @@ def _unfinished(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
-    """The whole ``LEADERBOARD.md``: header, then per benchmark its table, unfinished cells and analyses."""
+def title_parts(profile: str, overrides: str) -> list[str]:
+    """What a table's title says after its benchmark: its profile and its ``--set`` overrides (every format)."""
+    return ([] if profile == "-" else [f"profile {profile}"]) + ([overrides] if overrides else [])
+
+
+_SHAPE = ("protocol.n_way", "protocol.k_shot", "protocol.k_query")
+_SCALE = ("training.meta_steps", "training.meta_batch", "backbone.name", "protocol.eval_tasks")
+
+
+def scale_text(runs: pd.DataFrame) -> str:
+    """The training scale of a table's records in one line, from their configs; a key whose value differs between
+    rows is named instead (its values are in the rows' config column). ``""`` when the records say nothing."""
+    flats = list(runs["config_flat"])
+    backbone = sorted({k for flat in flats for k in flat if k.startswith("backbone.params.")})
+    values: dict[str, str] = {}
+    differ = []
+    for key in (*_SHAPE, *_SCALE, *backbone):
+        seen = {v if isinstance(v := flat[key], str) else _value(v) for flat in flats if key in flat}
+        if len(seen) == 1:
+            values[key] = seen.pop()
+        elif seen:
+            differ.append(key)
+    parts = []
+    if all(k in values for k in _SHAPE):
+        n, k, q = (values[key] for key in _SHAPE)
+        classes = set(runs["metric"]) == {"accuracy"}
+        parts.append(f"{n}-way {k}-shot, {q} queries per class" if classes else f"{k} support, {q} query points")
+    if "training.meta_steps" in values and "training.meta_batch" in values:
+        parts.append(f"{values['training.meta_steps']} meta-steps × {values['training.meta_batch']} tasks")
+    if "backbone.name" in values:
+        widths = ", ".join(f"{k.removeprefix('backbone.params.')}={values[k]}" for k in backbone if k in values)
+        parts.append(f"backbone {values['backbone.name']}" + (f" ({widths})" if widths else ""))
+    if "protocol.eval_tasks" in values:
+        parts.append(f"{values['protocol.eval_tasks']} evaluation tasks")
+    if differ:
+        parts.append(f"differing between rows: {', '.join(differ)}")
+    return f"Scale: {'; '.join(parts)}." if parts else ""
+
+
+def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame, first: str | None = None) -> str:
+    """The whole ``LEADERBOARD.md``: header, then per table (benchmark ``first`` first) its scale, its rows,
+    unfinished cells and analyses."""
 
     def listing(column: str) -> str:
         return ", ".join(sorted({str(v) for v in runs[column].dropna()})) or "-"
@@ -455,9 +521,19 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
         "(kept with --reuse-stale); a record that `metabench verify` replayed bit-identically under the installed code "
         "is fresh (verified by replay of its first meta-steps).",
     ]
-    for (benchmark, profile), group in runs.groupby(["benchmark", "profile"], sort=True):
-        parts += ["", f"## {benchmark} (profile `{profile}`)", ""]
-        mine = cells[(cells["benchmark"] == benchmark) & (cells["profile"] == profile)] if len(cells) else cells
+    for (benchmark, profile, overrides), group in table_groups(runs, first):
+        named = [
+            part.replace(f"profile {profile}", f"profile `{profile}`", 1) for part in title_parts(profile, overrides)
+        ]
+        parts += ["", f"## {benchmark}" + (f" ({', '.join(named)})" if named else ""), ""]
+        scale = scale_text(group)
+        if scale:
+            parts += [scale, ""]
+        mine = cells
+        if len(cells):
+            mine = cells[
+                (cells["benchmark"] == benchmark) & (cells["profile"] == profile) & (cells["overrides"] == overrides)
+            ]
         parts.append(_markdown_table(mine) if len(mine) else "No successful runs yet.")
         stale = _stale(mine) if len(mine) else ""
         if stale:
@@ -490,18 +566,23 @@ def _plot_is_current(plot: Path, record_file: Path) -> bool:
     return stat.st_size > 0 and stat.st_mtime_ns >= record_file.stat().st_mtime_ns
 
 
-def write_leaderboard(out: Path, registry: Registry | None = None, *, plots: bool = True) -> list[Path]:
+def write_leaderboard(
+    out: Path, registry: Registry | None = None, *, plots: bool = True, first: str | None = None
+) -> list[Path]:
     """Write ``LEADERBOARD.md``, ``leaderboard.csv`` and, with ``plots``, ``leaderboard.png`` and the per-run plots
     under ``out``.
 
-    With ``registry``, records made by other code than the installed one are marked stale. The caller fires
+    With ``registry``, records made by other code than the installed one are marked stale; benchmark ``first`` (one
+    of the records', see :func:`check_first`) leads every file. The caller fires
     ``metabench_leaderboard_written`` (the leaderboard does not run anything)."""
     stored = results.read_records(out)
     records = [record for _, record in stored]
     runs = runs_frame(records, registry)
+    check_first(first, runs["benchmark"] if len(runs) else ())
     cells = aggregate(runs) if len(runs) else pd.DataFrame()
+    cells = table_order(cells, first) if len(cells) else cells
     paths = [out / "LEADERBOARD.md", out / "leaderboard.csv"]
-    text = render_markdown(runs, cells) if len(runs) else "# metabench leaderboard\n\nNo runs yet.\n"
+    text = render_markdown(runs, cells, first) if len(runs) else "# metabench leaderboard\n\nNo runs yet.\n"
     results.atomic_write(paths[0], lambda handle: handle.write(text))
     csv_columns = [c for c in cells.columns if c not in ("plot_hash", "config_key", "baseline_key")]
     table = cells[csv_columns] if len(cells) else cells
@@ -510,7 +591,7 @@ def write_leaderboard(out: Path, registry: Registry | None = None, *, plots: boo
         return paths
     if len(cells):
         paths.append(out / "leaderboard.png")
-        plot_cells(cells, paths[-1])
+        plot_cells(cells, paths[-1])  # panels in the cells' table order
     for path, record in stored:
         plot = out / "plots" / f"{record['config_hash']}.png"
         if record["status"] == "ok" and record.get("curves") and not _plot_is_current(plot, path):

@@ -59,10 +59,11 @@ def plot_cells(cells: pd.DataFrame, path: Path) -> None:
 
 def cells_figure(cells: pd.DataFrame) -> Figure:
     """Each cell's mean with its ``INTERVAL`` per strategy, grouped by learner; one panel per benchmark, profile and
-    sampler, with the metric's target drawn where its goal has one."""
-    panels = list(cells.groupby(["benchmark", "profile", "sampler"], sort=True))
+    sampler (in the cells' order: :func:`metabench.leaderboard.table_order`), with the metric's target drawn where
+    its goal has one."""
+    panels = list(cells.groupby(["benchmark", "profile", "overrides", "sampler"], sort=False))
     figure, axes = plt.subplots(len(panels), 1, figsize=(10, 3.4 * len(panels)), squeeze=False)
-    for axis, ((benchmark, profile, sampler), group) in zip(axes[:, 0], panels, strict=True):
+    for axis, ((benchmark, profile, overrides, sampler), group) in zip(axes[:, 0], panels, strict=True):
         goal = group["goal"].iloc[0]
         scale, unit = metrics.display(group["metric"].iloc[0], goal)
         learners = sorted(set(group["learner"]))
@@ -87,7 +88,8 @@ def cells_figure(cells: pd.DataFrame) -> Figure:
         axis.margins(y=0.15)
         axis.grid(axis="y", alpha=0.3)
         axis.set_ylabel(unit)
-        axis.set_title(f"{benchmark} ({profile}) · sampler {sampler}", fontsize="medium")
+        table = ", ".join([profile, *([overrides] if overrides else [])])
+        axis.set_title(f"{benchmark} ({table}) · sampler {sampler}", fontsize="medium")
         axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.tight_layout()
     return figure

@@ -2,7 +2,8 @@
 
 Each run about to start is built and bound on its data by the very function its run uses
 (:func:`metabench.runner.build`: the dataset, the sampler bound in the train, val and test roles with the fixed tasks
-drawn, the learner, the strategy, the backbone and its initial parameters). Instead of training, each cell then does
+drawn, the learner, the strategy, the backbone and its initial parameters; a generative model is left untrained,
+``SamplerContext.checking``). Instead of training, each cell then does
 one forward pass through every mixable layer of its backbone and one outer loss on a one-task batch, so that a
 strategy's mixing layer the backbone lacks, a shape mismatch or a parameter the data cannot satisfy shows up here and
 not after hours of meta-training. A dataset's own evaluation protocol (``Dataset.evaluation_tasks``) must match the
@@ -74,7 +75,7 @@ def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, stage: 
     """Build and bind ``spec`` as its run will (:func:`metabench.runner.build`), then run it once on one task instead
     of training it; ``stage`` follows where it is."""
     try:
-        bound = runner.build(spec, registry, device, progress=False, facts={}, stage=stage.append)
+        bound = runner.build(spec, registry, device, progress=False, facts={}, stage=stage.append, checking=True)
     except runner.NotApplicable:
         return  # recorded as not applicable, not an error
     backbone, learner, strategy = bound.backbone, bound.learner, bound.strategy

@@ -145,20 +145,28 @@ def _missing_components(spec: RunSpec, registry: Registry) -> list[str]:
 
 
 class _StepCounts:
-    """A Ray actor: the latest meta-step of each run in flight, for the driver's progress bar."""
+    """A Ray actor: the latest meta-step of each run in flight, for the driver's progress bar, and what the workers'
+    runs said meanwhile (a worker's own output never reaches the driver's terminal)."""
 
     def __init__(self) -> None:
         self.steps: dict[str, int] = {}
+        self.notices: list[str] = []
 
     def report(self, run: str, step: int) -> None:
         self.steps[run] = step
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.steps)
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+
+    def snapshot(self) -> tuple[dict[str, int], list[str]]:
+        """The steps, and the notices not taken yet."""
+        notices, self.notices = self.notices, []
+        return dict(self.steps), notices
 
 
 class _StepReporter:
-    """A plugin for one run on a worker: sends its meta-step to :class:`_StepCounts`, at most twice a second."""
+    """A plugin for one run on a worker: sends its meta-step to :class:`_StepCounts`, at most twice a second, and
+    that it resumed."""
 
     def __init__(self, counts: Any):
         self.counts, self.sent = counts, 0.0
@@ -169,10 +177,15 @@ class _StepReporter:
             self.sent = time.monotonic()
             self.counts.report.remote(spec.config_hash, step)
 
+    @hookimpl
+    def metabench_run_resumed(self, spec: RunSpec, step: int) -> None:
+        # waited for, unlike the steps: once per run, and then in the actor before the run can finish
+        _import_ray().get(self.counts.notice.remote(runner.resuming_text(spec, step)))
+
 
 def _run_on_worker(spec: RunSpec, options: RunOptions, counts: Any = None) -> dict[str, Any]:
     """The body of a Ray task: the run's record, built with the plugins installed on this worker's node; its steps
-    go to the actor ``counts`` when the driver shows progress."""
+    and notices go to the actor ``counts`` (``None``: nowhere)."""
     registry = default_registry()
     reporter = _StepReporter(counts) if counts is not None else None
     if reporter:
@@ -299,7 +312,8 @@ class RayExecutor:
         task = ray.remote(_run_on_worker).options(
             num_cpus=settings.cpus_per_run, num_gpus=gpus, max_retries=settings.max_retries, retry_exceptions=False
         )
-        counts = ray.remote(num_cpus=0)(_StepCounts).remote() if options.progress else None
+        # with --no-progress too: a resumed run's notice is printed as the sequential executor prints it
+        counts = ray.remote(num_cpus=0)(_StepCounts).remote()
         queue = list(reversed(specs))
         window = settings.max_parallel or len(specs)
         in_flight: dict[Any, RunSpec] = {}
@@ -311,10 +325,12 @@ class RayExecutor:
                     while queue and len(in_flight) < window:
                         spec = queue.pop()
                         in_flight[task.remote(spec, shipped, counts)] = spec
-                    ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0 if counts else None)
+                    ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                     finished_steps += sum(in_flight[ref].training.meta_steps for ref in ready)
                     self._collect(ready, in_flight, options, bar)
-                    steps = ray.get(counts.snapshot.remote()) if counts is not None else {}
+                    steps, notices = ray.get(counts.snapshot.remote())
+                    for text in notices:
+                        bar.write(text)
                     bar.n = finished_steps + sum(steps.get(s.config_hash, 0) for s in in_flight.values())
                     runs = len(specs) - len(queue) - len(in_flight)
                     bar.set_postfix_str(f"{runs}/{len(specs)} runs, {len(in_flight)} in flight")

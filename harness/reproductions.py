@@ -192,13 +192,15 @@ def _pair(
     lower: dict[int, dict[str, Any]], upper: dict[int, dict[str, Any]], relation: str, factor: float
 ) -> tuple[str, str]:
     """Whether ``lower relation upper`` ``holds``, ``fails`` or is ``undecided``, and the evidence in words: upper −
-    lower paired by seed on the same tasks (only the seeds both have)."""
+    lower paired by seed on the same tasks (only the seeds both have), at the level of the rounds they were run in."""
     tasks = {r.get("tasks_hash") for r in lower.values()}, {r.get("tasks_hash") for r in upper.values()}
     reason = inference.not_comparable(*tasks, set(lower) & set(upper))
     if reason:
         return "undecided", f"not compared: {reason}"
     higher_is_better = metrics.goal_of(next(iter(upper.values())).get("metric") or {}) != "minimize"
-    comparison = inference.compare(_seed_means(upper, factor), _seed_means(lower, factor))
+    # cells run until decided looked at the data once a round: each look spends alpha / looks (harness/sequential.py)
+    looks = max((r["config"].get("analysis") or {}).get("looks", 1) for r in (*lower.values(), *upper.values()))
+    comparison = inference.compare(_seed_means(upper, factor), _seed_means(lower, factor), inference.ALPHA / looks)
     margin = _margin(upper, factor)
     verdict = inference.verdict(comparison, comparison.p_value, margin, higher_is_better)
     n = len(comparison.seeds)
@@ -319,8 +321,9 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
         "decided against it at a profile smaller than the paper's), *contradicted* (decided against it at the "
         "paper's profile), *undecided* (no relation against it, some not decided at the seeds run: the evidence says "
         "how many seeds would decide it), *ambiguous* (a cell matches several configs, which are never averaged), "
-        "*not run* (a cell has no record). Every relation is tested at 5% on its own: a claim needs all of them, so "
-        "no multiplicity correction is due (intersection-union). Ours: mean ± 95% t interval over training seeds.",
+        "*not run* (a cell has no record). Every relation is tested at 5% on its own (cells run until decided: at "
+        "5% over their looks, α / looks each): a claim needs all of them, so no multiplicity correction is due "
+        "(intersection-union). Ours: mean ± 95% t interval over training seeds.",
         "",
         "| claim | paper | cells: paper → ours | scale | evidence | verdict |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -339,7 +342,29 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
             f"**{v.verdict}**",
         ]
         lines.append("| " + " | ".join(_escape(part) for part in row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _across_scales(verdicts)) + "\n"
+
+
+def _across_scales(verdicts: list[Verdict]) -> list[str]:
+    """One sentence per claim judged at several scales: its verdict at each, smallest training first."""
+    by_claim: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        if v.profile is not None:
+            by_claim.setdefault(v.claim.id, []).append(v)
+    lines = []
+    for claim_id, judged in by_claim.items():
+        if len(judged) < 2:
+            continue
+        judged.sort(key=lambda v: (_steps(v.scale), v.profile == v.claim.paper_profile))
+        steps = "; ".join(f"{v.scale.split(':', 1)[0]} ({_steps(v.scale)} steps) {v.verdict}" for v in judged)
+        lines.append(f"- **{claim_id}** as training grows (its rows above, profile and meta-steps): {steps}.")
+    return ["", "## Across scales", "", *lines] if lines else []
+
+
+def _steps(scale: str) -> int:
+    """The meta-steps of a scale text (:func:`_scale`)."""
+    words = scale.split(" steps", 1)[0].rsplit(" ", 1)
+    return int(words[-1]) if words[-1].isdigit() else 0
 
 
 def write_reproductions(claims_path: Path, out: Path) -> tuple[Path, list[Verdict]]:

@@ -125,7 +125,9 @@ def git_commit(source: Path = _SOURCE) -> str | None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Where a run happened: commit, package versions, Python, and the device in words."""
+    """Where a run happened: commit, package versions, Python, the device in words and, on a CPU, torch's thread
+    count (its kernels split reductions by thread, so the last bits of a run depend on it: ``verify`` replays with
+    it)."""
     versions = {}
     for package in _PACKAGES:
         try:
@@ -142,6 +144,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": str(device),
         "device_name": device_name,
+        **({"threads": torch.get_num_threads()} if device.type == "cpu" else {}),
     }
 
 

@@ -86,14 +86,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def use_threads(device: torch.device, threads: int | None) -> None:
+    """Give torch ``threads`` CPU threads for a CPU run (``None``: leave torch's default)."""
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+
+
 def run(spec: RunSpec, registry: Registry, options: RunOptions) -> dict[str, Any]:
     """Run ``spec`` to its record and return it; the executor writes it (on the driver, when the run is remote).
 
     Checkpoints go to ``options.checkpoints`` while it trains, so that a rerun resumes an interrupted run. The
     lifecycle hooks of the run, ``metabench_run_finished`` included, fire here, on the process that runs it."""
     device = resolve_device(options.device)
-    if device.type == "cpu" and options.threads:
-        torch.set_num_threads(options.threads)
+    use_threads(device, options.threads)
     started = time.time()
     registry.fire("metabench_run_started", spec=spec, options=options)
     facts: dict[str, Any] = {}
@@ -134,6 +139,7 @@ def replay_probe(spec: RunSpec, registry: Registry, options: RunOptions, steps: 
     ``tasks_hash``; checkpoints go to ``options.checkpoints``, which should be a throwaway folder."""
     facts: dict[str, Any] = {}
     device = resolve_device(options.device)
+    use_threads(device, options.threads)
     bound = build(spec, registry, device, progress=options.progress, facts=facts, compile=options.compile)
     training = train_and_evaluate(spec, registry, options, bound, "replay", stop_at=steps)
     return {"probe": training.get("probe"), "tasks_hash": facts.get("tasks_hash")}
@@ -192,6 +198,7 @@ def build(
     progress: bool,
     facts: dict[str, Any],
     stage: Callable[[str], None] = _quiet,
+    checking: bool = False,
     compile: bool = False,
 ) -> Bound:
     """Build and bind every component of ``spec`` as its run does, up to its first meta-step. ``facts`` receives what
@@ -211,7 +218,7 @@ def build(
     if reason:
         raise NotApplicable(reason)
 
-    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, progress)
+    context = SamplerContext(device, spec.seed, cache_dir(), dataset_key, registry, progress, checking=checking)
     protocol = spec.protocol
     shape = task_shape(protocol, dataset.task_type)
     train_split = dataset.split("train")
@@ -319,6 +326,11 @@ def train_and_evaluate(
     }
 
 
+def resuming_text(spec: RunSpec, step: int) -> str:
+    """What the terminal says of a run that goes on from its checkpoint (on the driver too, for a remote run)."""
+    return f"{spec.label}: resuming at step {step} (from its checkpoint)"
+
+
 @dataclass
 class _TrainState:
     """Everything a checkpoint holds beyond the tensors: where training is and what it has seen."""
@@ -370,7 +382,8 @@ class _Trainer:
         )
         with bar:
             if self.state.resumed_from:
-                bar.write(f"{self.spec.label}: resuming at step {self.state.resumed_from} (from its checkpoint)")
+                bar.write(resuming_text(self.spec, self.state.resumed_from))
+                self.registry.fire("metabench_run_resumed", spec=self.spec, step=self.state.resumed_from)
             while self.state.step < (self.stop_at or settings.meta_steps):
                 loss = self._step(source)
                 self._observe(val_tasks)

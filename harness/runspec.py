@@ -86,6 +86,8 @@ class RunSpec:
     seed: int = 0
     profile: str = ""
     analysis: Analysis = field(default_factory=Analysis)
+    # the ``--set`` overrides it was planned under, as typed: a label for the leaderboard, not part of its identity
+    overrides: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:

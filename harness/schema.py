@@ -59,6 +59,7 @@ def new(
         "code_hash": code_hash,
         "label": spec.label,
         "config": spec.to_dict(),
+        "overrides": list(spec.overrides),
         "provenance": provenance,
         "environment": environment,
         "seeds": {"run": spec.seed, "eval": spec.protocol.eval_seed},

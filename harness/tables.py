@@ -19,10 +19,12 @@ from metabench.registry import Registry
 FORMATS = {"latex": "leaderboard.tex", "html": "leaderboard.html"}
 
 
-def _groups(cells: pd.DataFrame) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
-    """Per benchmark and profile, its cells ordered by sampler then rank."""
-    for key, group in cells.groupby(["benchmark", "profile"], sort=True):
-        yield key, group.sort_values(["sampler", "rank"], kind="stable")
+def _groups(cells: pd.DataFrame, first: str | None) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """Per table (benchmark ``first`` first): its benchmark, the rest of its title, its scale line and its cells, by
+    sampler then rank."""
+    for (benchmark, profile, overrides), group in leaderboard.table_groups(cells, first):
+        named = ", ".join(leaderboard.title_parts(profile, overrides))
+        yield benchmark, named, group["scale"].iloc[0], group.sort_values(["sampler", "rank"], kind="stable")
 
 
 _LATEX_SPECIALS = {c: f"\\{c}" for c in "&%$#_{}"} | {"~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
@@ -37,21 +39,23 @@ def latex_escape(text: str) -> str:
     return re.sub(r"[&%$#_{}~^\\]", lambda m: _LATEX_SPECIALS[m.group()], str(text))
 
 
-def render_latex(cells: pd.DataFrame) -> str:
-    """One booktabs ``table`` per benchmark and profile; a row per cell, samplers separated by a rule."""
+def render_latex(cells: pd.DataFrame, first: str | None = None) -> str:
+    """One booktabs ``table`` per table of the leaderboard; a row per cell, samplers separated by a rule."""
     parts = [
         f"% metabench leaderboard, records: {_as_of(cells)}; needs \\usepackage{{booktabs}}",
     ]
-    for (benchmark, profile), group in _groups(cells):
+    for benchmark, named, size, group in _groups(cells, first):
         scale, unit = leaderboard.metric_display(group)
-        title = latex_escape(benchmark) + ("" if profile == "-" else f" (profile {latex_escape(profile)})")
-        label = re.sub(r"[^A-Za-z0-9]+", "-", benchmark if profile == "-" else f"{benchmark}-{profile}").strip("-")
+        title = latex_escape(benchmark) + (f" ({latex_escape(named)})" if named else "")
+        # "tab:omniglot-5w1s-quick", as before tables had overrides: a paper's \ref keeps working
+        label = re.sub(r"[^A-Za-z0-9]+", "-", f"{benchmark}-{named.removeprefix('profile ')}").strip("-")
         stale = " $^\\dagger$: recorded by other code than the one installed now." if group["stale"].any() else ""
         parts += [
             "",
             "\\begin{table}[t]",
             "\\centering",
-            f"\\caption{{{title}: {latex_escape(unit)}. {latex_escape(leaderboard.verdict_caption(group))}{stale}}}",
+            f"\\caption{{{title}: {latex_escape(unit)}. {latex_escape(size)} "
+            f"{latex_escape(leaderboard.verdict_caption(group))}{stale}}}",
             f"\\label{{tab:{label}}}",
             "\\begin{tabular}{lllrrlr}",
             "\\toprule",
@@ -82,17 +86,19 @@ def _png(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def render_html(cells: pd.DataFrame, out: Path) -> str:
+def render_html(cells: pd.DataFrame, out: Path, first: str | None = None) -> str:
     """One page readable offline: a table per benchmark and profile with each cell's curves, the leaderboard plot
     (the PNGs under ``out`` that :func:`metabench.leaderboard.write_leaderboard` wrote), embedded as base64."""
     body = [
         "<h1>metabench leaderboard</h1>",
         f"<p>Records: {html.escape(_as_of(cells))}.</p>",
     ]
-    for (benchmark, profile), group in _groups(cells):
+    for benchmark, named, size, group in _groups(cells, first):
         scale, unit = leaderboard.metric_display(group)
-        title = html.escape(benchmark) + ("" if profile == "-" else f" <small>(profile {html.escape(profile)})</small>")
+        title = html.escape(benchmark) + (f" <small>({html.escape(named)})</small>" if named else "")
         body.append(f"<h2>{title}</h2>")
+        if size:
+            body.append(f'<p class="scale">{html.escape(size)}</p>')
         body.append(f"<p>{html.escape(leaderboard.verdict_caption(group))}</p>")
         rows, curves = [], []
         for cell in group.itertuples():
@@ -136,15 +142,15 @@ def render_html(cells: pd.DataFrame, out: Path) -> str:
     )
 
 
-def write(out: Path, fmt: str, registry: Registry | None = None) -> Path:
+def write(out: Path, fmt: str, registry: Registry | None = None, first: str | None = None) -> Path:
     """Write ``leaderboard.tex`` or ``leaderboard.html`` under ``out`` from its run records (with ``registry``, stale
-    rows marked); returns the path."""
+    rows marked; benchmark ``first`` first); returns the path."""
     runs = leaderboard.runs_frame(results.load_records(out), registry)
     cells = leaderboard.aggregate(runs) if len(runs) else pd.DataFrame()
     path = out / FORMATS[fmt]
     if cells.empty:
         text = "% no successful runs yet\n" if fmt == "latex" else "<!DOCTYPE html><p>No successful runs yet.</p>\n"
     else:
-        text = render_latex(cells) if fmt == "latex" else render_html(cells, out)
+        text = render_latex(cells, first) if fmt == "latex" else render_html(cells, out, first)
     results.atomic_write(path, lambda handle: handle.write(text))
     return path

@@ -5,9 +5,11 @@ Every record of a meta-trained run stores a probe (:mod:`metabench.probe`): the 
 its first K meta-steps (K = 10, or fewer when the run has fewer) and of its scores on 4 meta-validation tasks after
 step K, taken on the run's own device while it trained. ``verify`` builds each stale run from its config exactly as
 :func:`metabench.runner.run` does (same seeds, same generators, same fixed tasks, on a device of the record's type),
-trains K steps and compares. Identical digests: the record gets ``verified: {code_hash, provenance, at, steps}`` (an
-earlier verification moves to ``history``; ``code_hash`` and ``provenance`` stay those of the code that made the
-numbers) and counts as fresh for ``run``, ``--dry-run`` and the leaderboard. Different: it stays stale and the report
+trains K steps and compares. A CPU replay uses the record's torch thread count: kernels split their reductions by
+thread, so the same code under another count parts in the last bits at step 1. Identical digests: the record gets
+``verified: {code_hash, provenance, at, steps}`` (an earlier verification moves to ``history``; ``code_hash`` and
+``provenance`` stay those of the code that made the numbers) and counts as fresh for ``run``, ``--dry-run`` and the
+leaderboard. Different: it stays stale and the report
 names the first meta-step whose parameters differ.
 
 What a probe proves: the installed code computes bit-identical parameters for the first K meta-steps of this config
@@ -33,6 +35,9 @@ from metabench.errors import MetabenchError
 from metabench.registry import Registry
 from metabench.runner import RunOptions
 from metabench.runspec import RunSpec
+
+# Records made before the environment named its thread count ran under ``metabench run``'s default, one thread.
+RECORDED_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,10 @@ def verify_record(record: dict[str, Any], registry: Registry, steps: int | None)
     try:
         runner.resolve_device(now["device_type"])
         with tempfile.TemporaryDirectory(prefix="metabench-verify-") as scratch:
-            options = RunOptions(Path(scratch), now["device_type"], progress=False, compile="compiled" in now)
+            threads = (record.get("environment") or {}).get("threads", RECORDED_THREADS)
+            options = RunOptions(
+                Path(scratch), now["device_type"], progress=False, threads=threads, compile="compiled" in now
+            )
             replay = runner.replay_probe(spec, registry, options, k)
     except Exception as error:  # noqa: BLE001 - a replay that cannot run leaves the record stale, the others go on
         return Outcome(label, "stale", f"replay failed: {type(error).__name__}: {error}"), None

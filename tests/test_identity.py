@@ -177,6 +177,24 @@ def test_a_changed_default_stays_stale_under_verify_and_a_refactor_is_verified(r
     assert json.dumps(record["provenance"]) != json.dumps(record["verified"]["provenance"])
 
 
+def test_verify_replays_a_cpu_record_under_its_own_thread_count(tmp_path, plugin):
+    # a learner whose numbers depend on torch's thread count, as the last bits of a CPU convolution do
+    edit(plugin / "learner.py", "inner_lr=INNER_LR", "inner_lr=INNER_LR + 0.01 * torch.get_num_threads()")
+    edit(plugin / "learner.py", "from metabench", "import torch\n\nfrom metabench")
+    bench = write_benchmark(
+        tmp_path / "b.toml", "sine", {"grid.learners": ["wrapped-maml"], "grid.strategies": ["query"]}
+    )
+    out = tmp_path / "out"
+    cli("run", bench, "--out", out, "--device", "cpu", "--no-progress", "--threads", "3")
+    (record,) = results.load_records(out)
+    assert record["environment"]["threads"] == 3
+
+    edit(plugin / "learner.py", "INNER_LR = 0.4", "INNER_LR = 0.2 + 0.2")  # other code, the same numbers
+    assert "1 stale" in dry_run(bench, out)
+    text = cli("verify", out)
+    assert "wrapped-maml/query/seed=0: verified: verified by replay of 4 steps" in text, text
+
+
 def test_a_fingerprint_is_of_meaning_not_bytes(tmp_path):
     module = tmp_path / "m.py"
     module.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    y = x + 1  # why\n    return y\n')

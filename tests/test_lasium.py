@@ -6,6 +6,7 @@ reshape), so the latent-space geometry can be read off the generated tasks witho
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,21 @@ def test_samplers_are_registered_with_documented_params(registry):
         names = {p.name for p in spec.params}
         assert {"model", "model_params", "epsilon", "max_resamples", amount} <= names
         assert all(p.doc for p in spec.params) and spec.summary
+
+
+def test_a_checking_bind_does_not_train_the_model_but_uses_a_cached_one(registry, tmp_path):
+    """Preflight and the dry run bind with ``checking``: a paper profile's generator (hours of training) must not be
+    trained by a dry run, and the run that trains it afterwards still caches it."""
+    split = random_split((1, 8, 8), classes=5, examples=3)
+    shape = TaskShape(3, 1, 2)
+    sampler = registry.build("sampler", "lasium-ro", {"model": "counting-vae", "model_params": {"epochs": 2}})
+    CountingVAE.fits = 0
+    checking = replace(context(registry, tmp_path), checking=True)
+    assert sampler.bind(split, shape, checking, role="train").model_curve == []
+    assert CountingVAE.fits == 0 and not (tmp_path / "generative-models").exists()
+    # its tasks can still be drawn (preflight draws one), although an untrained model's latents lie within any epsilon
+    big_epsilon = registry.build("sampler", "lasium-ro", {"model": "counting-vae", "epsilon": 1e6})
+    assert big_epsilon.bind(split, shape, checking, role="train")(1, torch.Generator()).support_x.shape[0] == 1
+    trained = sampler.bind(split, shape, context(registry, tmp_path), role="train")
+    assert CountingVAE.fits == 1
+    assert sampler.bind(split, shape, checking, role="train").model_curve == trained.model_curve

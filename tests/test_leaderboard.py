@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from benchmark_files import run, write_benchmark
 from scipy import stats
 
+from metabench import results
+from metabench.cli import main
+from metabench.config import load_benchmark
 from metabench.inference import VERDICTS, compare, holm, verdict
-from metabench.leaderboard import aggregate, runs_frame, write_leaderboard
+from metabench.leaderboard import aggregate, runs_frame, scale_text, write_leaderboard
 from metabench.schema import SCHEMA_VERSION
 
 
@@ -225,3 +229,61 @@ def test_records_of_one_label_on_different_tasks_are_not_averaged():
     cells = aggregate(runs_frame(records))
     assert len(cells) == 2 and list(cells["seeds"]) == [1, 1]
     assert set(cells["variant"]) == {"evaluation tasks tasks-bench", "evaluation tasks fewer-tasks"}
+
+
+# --- a report that leads with the answer (issue 26) ----------------------------------------------------------------
+
+
+def _sections(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("## ")]
+
+
+def test_the_benchmark_the_command_ran_leads_every_file_and_each_table_states_its_scale(tmp_path, fakes, capsys):
+    out = tmp_path / "out"
+    small = {"benchmark.name": "aa-fake", "training.meta_steps": 2, "backbone.params": {"hidden": 8}}
+    aa = write_benchmark(tmp_path / "aa.toml", "fake", small)
+    fake = write_benchmark(tmp_path / "fake.toml", "fake", {"benchmark.name": "zz-fake"})
+    assert run(aa, "--out", out) == 0
+    assert run(fake, "--out", out) == 0  # "zz-fake" sorts last by name, yet it was the benchmark just run
+    assert _sections((out / "LEADERBOARD.md").read_text())[0].startswith("## zz-fake")
+    assert main(["leaderboard", str(out), "--format", "latex,html", "--no-plots", "--first", "aa-fake"]) == 0
+    text = (out / "LEADERBOARD.md").read_text()
+    assert [s.split()[1] for s in _sections(text)] == ["aa-fake", "zz-fake"]
+    html = (out / "leaderboard.html").read_text()
+    assert html.index("<h2>aa-fake") < html.index("<h2>zz-fake")
+    latex = (out / "leaderboard.tex").read_text()
+    assert latex.index("\\caption{aa-fake") < latex.index("\\caption{zz-fake")
+    scale = "Scale: 3-way 1-shot, 2 queries per class; 4 meta-steps × 2 tasks; backbone fake-mlp (hidden=8); 12 "
+    scale += "evaluation tasks."
+    assert scale in text and scale in html and scale in latex
+    assert "Scale: 3-way 1-shot, 2 queries per class; 2 meta-steps × 2 tasks; backbone fake-mlp (hidden=8)" in text
+    capsys.readouterr()
+    assert main(["leaderboard", str(out), "--no-plots", "--first", "omniglot"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --first omniglot: no such benchmark in the records; benchmarks: aa-fake, zz-fake\n"
+    )
+
+
+def test_set_runs_are_labelled_by_their_overrides_outside_their_identity_and_differing_scale_is_named(tmp_path, fakes):
+    out = tmp_path / "out"
+    path = write_benchmark(tmp_path / "fake.toml", "fake", {"grid.strategies": ["query"]})
+    assert run(path, "--out", out) == 0
+    assert run(path, "--out", out, "--set", "training.meta_steps=2", "--set", "grid.seeds=[1]") == 0
+    changed = write_benchmark(tmp_path / "same.toml", "fake", {"grid.strategies": ["query"], "training.meta_steps": 2})
+    records = {r["config"]["seed"]: r for _, r in results.read_records(out)}
+    assert records[1]["overrides"] == ["training.meta_steps=2"]  # grid keys choose runs: not a label
+    assert records[0]["overrides"] == []
+    (same,) = [s for s in load_benchmark(changed, fakes) if s.seed == 0]
+    assert same.config_hash != records[0]["config_hash"]  # sanity: the override changes the config ...
+    (by_set,) = load_benchmark(path, fakes, overrides=["training.meta_steps=2"])
+    assert by_set.overrides and by_set.config_hash == same.config_hash  # ... but not through the --set label
+    sections = _sections((out / "LEADERBOARD.md").read_text())
+    assert sections == ["## fake", "## fake (--set training.meta_steps=2)"]
+    # a record from before overrides were recorded reads as none; one table of two scales names what differs
+    del records[1]["overrides"]
+    frame = runs_frame([records[0], records[1]])
+    assert list(frame["overrides"]) == ["", ""]
+    assert scale_text(frame) == (
+        "Scale: 3-way 1-shot, 2 queries per class; backbone fake-mlp (hidden=8); 12 evaluation tasks; "
+        "differing between rows: training.meta_steps."
+    )

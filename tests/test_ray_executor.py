@@ -174,7 +174,7 @@ def test_killed_worker_is_retried_and_recorded_once_and_a_failing_run_does_not_s
     assert checkpoints.is_dir() and not list(checkpoints.iterdir()) and not (out / "checkpoints").exists()
 
 
-def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tmp_path: Path) -> None:
+def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tmp_path: Path, capsys) -> None:
     marker = tmp_path / "hung-once"
     hang = {"name": "faulty", "label": "hangs", "params": {"fault": "hang", "marker": str(marker)}}
     learners = ["faulty", hang, "fomaml"]
@@ -197,7 +197,12 @@ def test_ctrl_c_keeps_finished_records_and_the_rerun_resumes(local_ray: Path, tm
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2
+    capsys.readouterr()
     assert main(command[3:]) == 0
+    # the worker resumed it; the driver says so itself, as the sequential executor does (a line of its own, not one
+    # of the worker's that this module's Ray forwards with a "(pid=...)" prefix)
+    said = "standard/hangs/query/seed=0: resuming at step 2 (from its checkpoint)"
+    assert said in capsys.readouterr().out.splitlines()
     records = {r["label"].split("/")[1]: r for r in results.load_records(out)}
     assert records.keys() == {"faulty", "hangs", "fomaml"}
     assert records["hangs"]["status"] == "ok" and records["hangs"]["resumed_from"] == 2

@@ -29,6 +29,7 @@ def write_record(out: Path, name: str, *, strategy: str, scores, seed: int = 0, 
         "protocol": {"n_way": 5, "k_shot": 1, "k_query": 5},
         "training": {"meta_steps": 100, "meta_batch": 4},
         "seed": seed,
+        "analysis": {"looks": overrides.get("looks", 1)},
     }
     ci95 = 1.96 * scores.std(ddof=1) / math.sqrt(scores.size)
     record = {
@@ -116,6 +117,10 @@ def test_a_reversed_pair_contradicts_at_the_paper_profile_and_is_not_at_this_sca
     verdicts = reproductions.judge(claims[0], reproductions.results.load_records(out))
     assert [(v.profile, v.verdict) for v in verdicts] == [("paper", "contradicted"), ("quick", "not at this scale")]
     assert "A < B: ✗" in verdicts[0].evidence and "worse" in verdicts[0].evidence and "B ~ C: ✓" in verdicts[0].evidence
+    # REPRODUCTIONS.md sums the claim up across its scales, the shorter training first
+    text = run_cli(tmp_path / "claims.toml", out)
+    (line,) = [line for line in text.splitlines() if line.startswith("- **ranking** as training grows")]
+    assert line.index("quick (100 steps) not at this scale") < line.index("paper (100 steps) contradicted")
 
 
 def test_records_of_one_profile_at_two_scales_are_judged_apart(tmp_path):
@@ -250,3 +255,19 @@ def test_the_shipped_claims_file_loads_and_judges_every_claim_as_not_run_without
     claims = reproductions.load_claims(path)
     assert {"nme-strategy-ranking", "maml-metamix", "lasium-ro-maml", "toy-slope-metamix"} <= {c.id for c in claims}
     assert all(reproductions.judge(claim, [])[0].verdict == "not run" for claim in claims)
+
+
+@pytest.mark.parametrize(("looks", "mark"), [(1, "✓"), (2, "?")])
+def test_cells_run_until_decided_are_judged_at_alpha_over_their_looks(tmp_path, looks, mark):
+    """Paired seed differences of +3, +4, +5.5 points: p = 0.029 (t = 5.74, 2 df), decided at 5%, not at 5% / 2."""
+    out = tmp_path / "results"
+    for seed, gain in enumerate((0.03, 0.04, 0.055)):
+        for strategy, mean in (("a", 0.5), ("b", 0.5 + gain)):
+            values = np.full(N_TASKS, mean)
+            write_record(out, f"{strategy}{seed}", strategy=strategy, scores=values, seed=seed, looks=looks)
+    two_cells = RANKING.replace('["<", "~"]', '["<"]').replace(
+        '    { label = "C", paper = 81.0, strategy = "c" },\n', ""
+    )
+    (claim,) = reproductions.load_claims(write_claims(tmp_path / "claims.toml", two_cells))
+    (verdict,) = reproductions.judge(claim, reproductions.results.load_records(out))
+    assert f"A < B: {mark}" in verdict.evidence, verdict.evidence

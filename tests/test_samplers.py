@@ -11,6 +11,7 @@ from metabench.errors import ConfigError
 from metabench.interfaces import ImageSplit, SamplerContext
 from metabench.plugins.samplers import episodic
 from metabench.plugins.samplers.episodic import nme_label_sets
+from metabench.probe import digest
 from metabench.registry import default_registry
 from metabench.tasks import TaskBatch, TaskShape
 
@@ -192,3 +193,60 @@ def test_cuda_gives_the_same_tasks_as_cpu():
     cpu, cuda = (on[d](16, torch.Generator().manual_seed(0)) for d in ("cpu", "cuda"))
     assert cuda.device.type == "cuda"
     assert torch.equal(cpu.query_x, cuda.query_x.cpu()) and torch.equal(cpu.support_y, cuda.support_y.cpu())
+
+
+def replayed_standard_batch(split: ImageSplit, shape: TaskShape, n_tasks: int, seed: int) -> TaskBatch:
+    """The ``standard`` draw written out per example, independently of episodic.py: the same two ``torch.rand``
+    calls in the same order, each image converted by the plain formula ``uint8.float() / 255``."""
+    generator = torch.Generator().manual_seed(seed)
+    class_scores = torch.rand(n_tasks, split.n_classes, generator=generator)
+    example_scores = torch.rand(n_tasks, shape.n_way, split.images.shape[1], generator=generator)
+    support_x, query_x = [], []
+    for task in range(n_tasks):
+        support, query = [], []
+        for label, klass in enumerate(class_scores[task].topk(shape.n_way).indices.tolist()):
+            examples = example_scores[task, label].topk(shape.k_shot + shape.k_query).indices.tolist()
+            images = [split.images[klass, example].float() / 255 for example in examples]
+            support += images[: shape.k_shot]
+            query += images[shape.k_shot :]
+        support_x.append(torch.stack(support))
+        query_x.append(torch.stack(query))
+    labels = torch.arange(shape.n_way)
+    support_y = labels.repeat_interleave(shape.k_shot).repeat(n_tasks, 1)
+    query_y = labels.repeat_interleave(shape.k_query).repeat(n_tasks, 1)
+    return TaskBatch(torch.stack(support_x), support_y, torch.stack(query_x), query_y, shape.n_way)
+
+
+@pytest.mark.parametrize("storage", ["float32", "uint8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_standard_draws_bit_identical_values_to_the_per_example_formula(storage, dtype, monkeypatch):
+    """The committed run records replay their first meta-steps bit-identically, so the drawn values, the labels and
+    the generator's consumption must not move; float64 runs cast the float32 batch, so that cast is checked too."""
+    split, shape = default_registry().build("dataset", "omniglot").split("train"), TaskShape(5, 2, 3)
+    if storage == "uint8":
+        monkeypatch.setattr(episodic, "FLOAT_STORAGE_BYTES", 0)
+    generator = torch.Generator().manual_seed(7)
+    drawn = bind("standard", split, shape)(4, generator)
+    expected = replayed_standard_batch(split, shape, 4, 7)
+    for got, want in ((drawn.support_x, expected.support_x), (drawn.query_x, expected.query_x)):
+        assert got.dtype == torch.float32 and torch.equal(got.to(dtype), want.to(dtype))
+    assert torch.equal(drawn.support_y, expected.support_y) and torch.equal(drawn.query_y, expected.query_y)
+    replayed = torch.Generator().manual_seed(7)
+    torch.rand(4, split.n_classes, generator=replayed), torch.rand(4, 5, split.images.shape[1], generator=replayed)
+    assert torch.equal(generator.get_state(), replayed.get_state()), "the draw consumed a different amount of RNG"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected"),
+    [
+        ("standard", "8338a8668baedd521502a5069c11f05e3e9acdde474aeafbf8eb27362175b7fa"),
+        ("nme", "99b6cc71f691631a9309e8bbe46d4f6682f3858720f26e738976289437e73138"),
+    ],
+)
+def test_omniglot_meta_batch_digest_is_pinned(sampler, expected):
+    """The sha256 of a 20-way 1-shot 15-query meta-batch as the records were made: a change to any drawn value,
+    label, dtype or shape, on either sampler, fails here before it stales the committed records."""
+    split = default_registry().build("dataset", "omniglot").split("train")
+    tasks = bind(sampler, split, TaskShape(20, 1, 15))(2, torch.Generator().manual_seed(0))
+    named = {"support_x": tasks.support_x, "support_y": tasks.support_y, "query_x": tasks.query_x}
+    assert digest({**named, "query_y": tasks.query_y}) == expected

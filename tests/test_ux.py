@@ -195,7 +195,8 @@ def test_latex_bolds_the_best_shows_verdicts_marks_stale_rows_and_escapes_labels
 
     def cell(sampler, strategy, mean, delta=np.nan, verdict="", stale=""):
         low, high = (delta - 0.02, delta + 0.02) if verdict else (np.nan, np.nan)
-        return dict(benchmark="b", profile="quick", sampler=sampler, learner="maml", strategy=strategy, variant="",
+        return dict(benchmark="b", profile="quick", overrides="", scale="", sampler=sampler, learner="maml",
+                    strategy=strategy, variant="",
                     mean=mean, ci95=0.01, seeds=3, delta=delta, delta_ci_low=low, delta_ci_high=high,
                     p_value=np.nan, p_holm=np.nan, alpha=0.05, verdict=verdict, not_tested="", margin=1.0,
                     paired_seeds=3, mde=0.05,

@@ -104,10 +104,12 @@ def fit_or_load(
     name: str,
     seed: int,
     progress: bool,
+    train: bool = True,
 ) -> list[float]:
     """Load ``model``'s weights from the cache entry of ``key_parts``, or train it on ``images`` and store it.
 
-    Returns the training curve (the cached one when loaded) and leaves the model on ``images``' device in eval mode.
+    Returns the training curve (the cached one when loaded; none when not cached and not ``train``) and leaves the
+    model on ``images``' device in eval mode.
     ``images`` are ``uint8 [N, C, H, W]`` on the device the model is trained on.
     """
     model.to(images.device)
@@ -118,6 +120,9 @@ def fit_or_load(
         model.load_state_dict(torch.load(weights, map_location=images.device, weights_only=True))
         model.eval()
         return list(json.loads(record.read_text())["curve"])
+    if not train:
+        model.eval()
+        return []
 
     rng = torch.Generator().manual_seed(derive_seed(seed, "generator", name))
     started = time.perf_counter()

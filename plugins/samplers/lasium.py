@@ -281,14 +281,17 @@ class LasiumSampler:
             name=self.model,
             seed=context.seed,
             progress=context.progress,
+            train=not context.checking,
         )
+        # a model left untrained by a checking bind puts every latent in one spot: no distance means anything there
+        untrained = context.checking and not curve
         return LasiumSource(
             model=model,
             in_class_sampling=self.in_class_sampling,
             amount=self.amount,
             shape=shape,
-            epsilon=self.epsilon,
-            out_of_class_radius=self.out_of_class_radius,
+            epsilon=0.0 if untrained else self.epsilon,
+            out_of_class_radius=0.0 if untrained else self.out_of_class_radius,
             max_resamples=self.max_resamples,
             where=where,
             images=images if encoded else None,
