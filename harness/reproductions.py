@@ -61,6 +61,7 @@ class Verdict:
     ours: tuple[str, ...]  # per cell: "mean ± ci95 (n seeds)" or "not run"
     evidence: str
     verdict: str
+    deltas: tuple[str, ...] = ()  # per relation of a ranking claim: "a < b: Δ [CI], verdict, n seeds"
 
 
 # ------------------------------------------------------------------------------------------------------- claims file
@@ -266,6 +267,7 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
             outcome = "holds" if abs(gap) <= accepted else "fails"
             evidence = f"ours − paper = {gap:+.2f}; accepted within ±{accepted:.2f}"
             outcomes = [outcome]
+            deltas: tuple[str, ...] = ()
         else:
             checks = [
                 (a.label, relation, b.label, *_pair(cells[i], cells[i + 1], relation, factor))
@@ -276,13 +278,14 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
             outcomes = [check[3] for check in checks]
             marks = {"holds": "✓", "fails": "✗", "undecided": "?"}
             evidence = "; ".join(f"{a} {r} {b}: {marks[o]} {text}" for a, r, b, o, text in checks)
+            deltas = tuple(f"{a} {r} {b}: {text.split('; ')[0]}" for a, r, b, _, text in checks)
         if all(o == "holds" for o in outcomes):
             verdict = "reproduced"
         elif "fails" in outcomes:
             verdict = "contradicted" if profile == claim.paper_profile else "not at this scale"
         else:
             verdict = "undecided"
-        verdicts.append(Verdict(claim, profile, scale, ours, evidence, verdict))
+        verdicts.append(Verdict(claim, profile, scale, ours, evidence, verdict, deltas))
     if not verdicts:
         ours = ("not run",) * len(claim.cells)
         verdicts.append(
@@ -346,7 +349,7 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
 
 
 def _across_scales(verdicts: list[Verdict]) -> list[str]:
-    """One sentence per claim judged at several scales: its verdict at each, smallest training first."""
+    """One sentence per claim judged at several scales: its verdict and Δs at each, smallest training first."""
     by_claim: dict[str, list[Verdict]] = {}
     for v in verdicts:
         if v.profile is not None:
@@ -356,7 +359,11 @@ def _across_scales(verdicts: list[Verdict]) -> list[str]:
         if len(judged) < 2:
             continue
         judged.sort(key=lambda v: (_steps(v.scale), v.profile == v.claim.paper_profile))
-        steps = "; ".join(f"{v.scale.split(':', 1)[0]} ({_steps(v.scale)} steps) {v.verdict}" for v in judged)
+        steps = "; ".join(
+            f"{v.scale.split(':', 1)[0]} ({_steps(v.scale)} steps) {v.verdict}"
+            + (f" ({'; '.join(v.deltas)})" if v.deltas else "")
+            for v in judged
+        )
         lines.append(f"- **{claim_id}** as training grows (its rows above, profile and meta-steps): {steps}.")
     return ["", "## Across scales", "", *lines] if lines else []
 

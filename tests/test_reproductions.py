@@ -121,6 +121,9 @@ def test_a_reversed_pair_contradicts_at_the_paper_profile_and_is_not_at_this_sca
     text = run_cli(tmp_path / "claims.toml", out)
     (line,) = [line for line in text.splitlines() if line.startswith("- **ranking** as training grows")]
     assert line.index("quick (100 steps) not at this scale") < line.index("paper (100 steps) contradicted")
+    # with each scale's Δs, as the table's rows give them
+    a_below_b = verdicts[0].evidence.split("; ")[0].removeprefix("A < B: ✗ ")
+    assert line.count(f"(A < B: {a_below_b}; B ~ C: ") == 2
 
 
 def test_records_of_one_profile_at_two_scales_are_judged_apart(tmp_path):
