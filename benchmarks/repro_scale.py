@@ -1,10 +1,11 @@
 """Scale as a measured axis (issue #24): MAML with the plain outer loss (Dq) against MAML-MetaMix on NME Omniglot as
-training grows: does MetaMix's gap close, hold or widen?
+training grows and as the backbone widens: does MetaMix's gap close, hold or widen?
 
 Runs nothing: reads the records of ``benchmarks/nme_table5.toml``'s profiles ``quick`` (400 meta-steps),
-``quick-1200`` and ``quick-3000`` (run them first with ``metabench run benchmarks/nme_table5.toml --profile P``), and
-prints and plots, from the leaderboard's aggregation (the shared inference: per-seed means, Δ paired by training seed
-with its 95% t interval), each cell's accuracy and the Δ at each training length.
+``quick-1200`` and ``quick-3000`` (16 filters) and ``quick-1200-32f`` (run them first with ``metabench run
+benchmarks/nme_table5.toml --profile P``), and prints and plots, from the leaderboard's aggregation (the shared
+inference: per-seed means, Δ paired by training seed with its t interval), each cell's accuracy and the Δ at each
+training length (16 filters) and at each width (1,200 meta-steps).
 
     python benchmarks/repro_scale.py [--results results] [--plot results/plots/nme-scale.png]
 """
@@ -24,7 +25,8 @@ from tabulate import tabulate  # noqa: E402
 from metabench import leaderboard, plots, results  # noqa: E402
 
 BENCHMARK = "nme-omniglot-table5"
-PROFILES = ("quick", "quick-1200", "quick-3000")
+PROFILES = ("quick", "quick-1200", "quick-3000", "quick-1200-32f")
+BASE_FILTERS, BASE_STEPS = 16, 1200  # the training-length curve is at 16 filters, the width points at 1,200 steps
 
 
 def scale_cells(out: Path) -> pd.DataFrame:
@@ -33,35 +35,57 @@ def scale_cells(out: Path) -> pd.DataFrame:
     records = [r for _, r in results.read_records(out) if r["config"]["benchmark"] == BENCHMARK]
     records = [r for r in records if r["config"].get("profile") in PROFILES]
     steps = {r["config"]["profile"]: r["config"]["training"]["meta_steps"] for r in records}
+    filters = {r["config"]["profile"]: r["config"]["backbone"]["params"]["filters"] for r in records}
     # aggregated with every learner of its profile, so that Holm's family is the leaderboard table's
     cells = leaderboard.aggregate(leaderboard.runs_frame(records))
     if cells.empty:
         return cells
     cells = cells[cells["learner"] == "maml"].copy()
     cells["meta_steps"] = cells["profile"].map(steps)
-    return cells.sort_values(["meta_steps", "strategy"]).reset_index(drop=True)
+    cells["filters"] = cells["profile"].map(filters)
+    return cells.sort_values(["filters", "meta_steps", "strategy"]).reset_index(drop=True)
 
 
 def plot(cells: pd.DataFrame, path: Path) -> None:
-    """Left: each strategy's accuracy (mean and 95% CI over seeds) against meta-steps; right: MetaMix − Dq (paired)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for strategy, group in cells.groupby("strategy"):
-        colour = plots.strategy_colour(strategy)
+    """Left: each strategy's accuracy (mean and CI over seeds) against meta-steps at 16 filters; middle: MetaMix − Dq
+    (paired) against meta-steps; right: MetaMix − Dq against filters at 1,200 meta-steps."""
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 3.8), gridspec_kw={"width_ratios": [3, 3, 2]})
+    by_steps = cells[cells["filters"] == BASE_FILTERS]
+    for strategy, group in by_steps.groupby("strategy"):
         left.errorbar(
             group["meta_steps"],
             100 * group["mean"],
             yerr=100 * group["ci95"].fillna(0),
             marker="o",
             capsize=4,
-            color=colour,
+            color=plots.strategy_colour(strategy),
             label=f"{strategy} (seeds per point: {', '.join(map(str, group['seeds']))})",
         )
-    left.set(xlabel="meta-steps", ylabel="test accuracy %\n(mean ± 95% CI over seeds)", xscale="log")
+    left.set(xlabel="meta-steps", ylabel="test accuracy %\n(mean ± 95% CI over seeds)")
     left.legend(loc="best", fontsize=8)
+    _delta_panel(middle, by_steps, "meta_steps")
+    middle.set(xlabel="meta-steps")
+    _delta_panel(right, cells[cells["meta_steps"] == BASE_STEPS], "filters")
+    right.set(xlabel=f"conv4 filters ({BASE_STEPS} meta-steps)")
+    for axis, values in ((left, by_steps["meta_steps"]), (middle, by_steps["meta_steps"])):
+        _log_ticks(axis, values)
+    _log_ticks(right, cells["filters"])
+    fig.suptitle(
+        f"MAML on NME Omniglot 5-way 1-shot (conv4, meta-batch 4; {BASE_FILTERS} filters unless said): Dq vs MetaMix",
+        y=0.99,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _delta_panel(axis: plt.Axes, cells: pd.DataFrame, x: str) -> None:
+    """MetaMix − Dq with its interval and verdict at each value of ``x``."""
     deltas = cells[cells["strategy"] == "metamix"]
     low, high = 100 * deltas["delta_ci_low"], 100 * deltas["delta_ci_high"]
-    right.errorbar(
-        deltas["meta_steps"],
+    axis.errorbar(
+        deltas[x],
         100 * deltas["delta"],
         yerr=[100 * deltas["delta"] - low, high - 100 * deltas["delta"]],
         marker="o",
@@ -69,23 +93,25 @@ def plot(cells: pd.DataFrame, path: Path) -> None:
         color=plots.strategy_colour("metamix"),
     )
     for row in deltas.itertuples():
-        right.annotate(
+        axis.annotate(
             f"{row.verdict}, {int(row.paired_seeds)} seeds",
-            (row.meta_steps, 100 * row.delta),
+            (getattr(row, x), 100 * row.delta),
             textcoords="offset points",
             xytext=(6, 6),
             fontsize=8,
         )
-    right.axhline(0, color="grey", linewidth=0.8)
-    right.set(xlabel="meta-steps", ylabel="Δ MetaMix − Dq, points\n(95% CI, paired by seed)", xscale="log")
-    for axis in (left, right):
-        axis.set_xticks(sorted(cells["meta_steps"].unique()), labels=map(str, sorted(cells["meta_steps"].unique())))
-        axis.minorticks_off()
-    fig.suptitle("MAML on NME Omniglot 5-way 1-shot (conv4, 16 filters, meta-batch 4): Dq vs MetaMix", y=0.99)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set(ylabel="Δ MetaMix − Dq, points\n(CI, paired by seed)")
+
+
+def _log_ticks(axis: plt.Axes, values: pd.Series) -> None:
+    """A log axis labelled at the values run, and only there."""
+    ticks = sorted(values.unique())
+    axis.set_xscale("log")
+    axis.set_xticks(ticks, labels=map(str, ticks))
+    axis.minorticks_off()
+    if len(ticks) == 1:  # one point: some room either side
+        axis.set_xlim(ticks[0] / 1.6, ticks[0] * 1.6)
 
 
 def main() -> None:
@@ -97,7 +123,7 @@ def main() -> None:
     if cells.empty:
         raise SystemExit(f"{args.results}: no records of {BENCHMARK} at profiles {', '.join(PROFILES)}; run them first")
     rows = [
-        [r.meta_steps, r.strategy, f"{100 * r.mean:.2f} ± {100 * r.ci95:.2f}", r.seeds]
+        [r.filters, r.meta_steps, r.strategy, f"{100 * r.mean:.2f} ± {100 * r.ci95:.2f}", r.seeds]
         + (
             [f"{100 * r.delta:+.2f} [{100 * r.delta_ci_low:+.2f}, {100 * r.delta_ci_high:+.2f}]", r.verdict]
             if r.strategy == "metamix"
@@ -105,7 +131,8 @@ def main() -> None:
         )
         for r in cells.itertuples()
     ]
-    print(tabulate(rows, headers=["meta-steps", "strategy", "accuracy % (95% CI)", "seeds", "Δ vs Dq", "verdict"]))
+    headers = ["filters", "meta-steps", "strategy", "accuracy % (95% CI)", "seeds", "Δ vs Dq", "verdict"]
+    print(tabulate(rows, headers=headers))
     plot(cells, args.plot)
     print(f"plot: {args.plot}")
 

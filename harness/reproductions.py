@@ -208,6 +208,7 @@ def _pair(
     text = f"{comparison.delta:+.2f}"
     if n > 1:
         text += f" [{comparison.ci_low:+.2f}, {comparison.ci_high:+.2f}], {verdict}, {n} seeds"
+        text += f" (detect ≥ {comparison.mde:.1f})"  # the |Δ| these seeds find at 80% power
     inside = margin is not None and n > 1 and -margin <= comparison.ci_low and comparison.ci_high <= margin
     if relation == "~" and inside:  # equivalent within the margin, even where a small difference is significant
         return "holds", text.replace(f", {verdict},", f", inside ±{margin:g},")
@@ -326,7 +327,8 @@ def render_markdown(verdicts: list[Verdict], claims_path: Path) -> str:
         "how many seeds would decide it), *ambiguous* (a cell matches several configs, which are never averaged), "
         "*not run* (a cell has no record). Every relation is tested at 5% on its own (cells run until decided: at "
         "5% over their looks, α / looks each): a claim needs all of them, so no multiplicity correction is due "
-        "(intersection-union). Ours: mean ± 95% t interval over training seeds.",
+        "(intersection-union). Ours: mean ± 95% t interval over training seeds; a relation's *detect ≥ d*: the |Δ| "
+        "its seeds find with 80% power at its level (the detectable Δ).",
         "",
         "| claim | paper | cells: paper → ours | scale | evidence | verdict |",
         "| --- | --- | --- | --- | --- | --- |",

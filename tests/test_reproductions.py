@@ -104,7 +104,7 @@ def test_a_ranking_that_holds_is_reproduced_with_our_numbers_and_scale(tmp_path)
     means = [100 * (scores(0.5, 1) + offset).mean() for offset in SEED_OFFSETS]
     assert f"A: 40 → {np.mean(means):.2f} ± " in row and "(3 seeds)" in row  # percent of the record's accuracy
     assert "quick: omniglot 5-way 1-shot, 100 steps × 4 tasks" in row
-    assert "A < B: ✓" in row and "better, 3 seeds" in row and "B ~ C: ✓" in row and "equivalent" in row
+    assert "A < B: ✓" in row and "better, 3 seeds (detect ≥ " in row and "B ~ C: ✓" in row and "equivalent" in row
 
 
 def test_a_reversed_pair_contradicts_at_the_paper_profile_and_is_not_at_this_scale_below(tmp_path):
