@@ -2,10 +2,10 @@
 training grows and as the backbone widens: does MetaMix's gap close, hold or widen?
 
 Runs nothing: reads the records of ``benchmarks/nme_table5.toml``'s profiles ``quick`` (400 meta-steps),
-``quick-1200`` and ``quick-3000`` (16 filters) and ``quick-1200-32f`` (run them first with ``metabench run
-benchmarks/nme_table5.toml --profile P``), and prints and plots, from the leaderboard's aggregation (the shared
-inference: per-seed means, Δ paired by training seed with its t interval), each cell's accuracy and the Δ at each
-training length (16 filters) and at each width (1,200 meta-steps).
+``quick-1200`` and ``quick-3000`` (16 filters), ``quick-1200-32f`` and ``quick-1200-64f`` (run them first with
+``metabench run benchmarks/nme_table5.toml --profile P``), and prints and plots, from the leaderboard's aggregation
+(the shared inference: per-seed means, Δ paired by training seed with its t interval), each cell's accuracy and the Δ
+at each training length (16 filters) and at each width (1,200 meta-steps).
 
     python benchmarks/repro_scale.py [--results results] [--plot results/plots/nme-scale.png]
 """
@@ -25,7 +25,7 @@ from tabulate import tabulate  # noqa: E402
 from metabench import leaderboard, plots, results  # noqa: E402
 
 BENCHMARK = "nme-omniglot-table5"
-PROFILES = ("quick", "quick-1200", "quick-3000", "quick-1200-32f")
+PROFILES = ("quick", "quick-1200", "quick-3000", "quick-1200-32f", "quick-1200-64f")
 BASE_FILTERS, BASE_STEPS = 16, 1200  # the training-length curve is at 16 filters, the width points at 1,200 steps
 
 
