@@ -67,8 +67,8 @@ def plot(cells: pd.DataFrame, path: Path) -> None:
     middle.set(xlabel="meta-steps")
     _delta_panel(right, cells[cells["meta_steps"] == BASE_STEPS], "filters")
     right.set(xlabel=f"conv4 filters ({BASE_STEPS} meta-steps)")
-    for axis, values in ((left, by_steps["meta_steps"]), (middle, by_steps["meta_steps"])):
-        _log_ticks(axis, values)
+    for axis in (left, middle):
+        _log_ticks(axis, by_steps["meta_steps"])
     _log_ticks(right, cells["filters"])
     fig.suptitle(
         f"MAML on NME Omniglot 5-way 1-shot (conv4, meta-batch 4; {BASE_FILTERS} filters unless said): Dq vs MetaMix",

@@ -61,7 +61,7 @@ class Verdict:
     ours: tuple[str, ...]  # per cell: "mean ± ci95 (n seeds)" or "not run"
     evidence: str
     verdict: str
-    deltas: tuple[str, ...] = ()  # per relation of a ranking claim: "a < b: Δ [CI], verdict, n seeds"
+    deltas: tuple[str, ...] = ()  # per relation of a ranking claim: "a < b: Δ [CI], verdict, n seeds (detect ≥ d)"
 
 
 # ------------------------------------------------------------------------------------------------------- claims file
@@ -191,13 +191,14 @@ def _margin(runs: dict[int, dict[str, Any]], factor: float) -> float | None:
 
 def _pair(
     lower: dict[int, dict[str, Any]], upper: dict[int, dict[str, Any]], relation: str, factor: float
-) -> tuple[str, str]:
-    """Whether ``lower relation upper`` ``holds``, ``fails`` or is ``undecided``, and the evidence in words: upper −
-    lower paired by seed on the same tasks (only the seeds both have), at the level of the rounds they were run in."""
+) -> tuple[str, str, str]:
+    """Whether ``lower relation upper`` ``holds``, ``fails`` or is ``undecided``, the finding in words (upper − lower
+    paired by seed on the same tasks, only the seeds both have, at the level of the rounds they were run in) and, when
+    undecided, what would decide it."""
     tasks = {r.get("tasks_hash") for r in lower.values()}, {r.get("tasks_hash") for r in upper.values()}
     reason = inference.not_comparable(*tasks, set(lower) & set(upper))
     if reason:
-        return "undecided", f"not compared: {reason}"
+        return "undecided", f"not compared: {reason}", ""
     higher_is_better = metrics.goal_of(next(iter(upper.values())).get("metric") or {}) != "minimize"
     # cells run until decided looked at the data once a round: each look spends alpha / looks (harness/sequential.py)
     looks = max((r["config"].get("analysis") or {}).get("looks", 1) for r in (*lower.values(), *upper.values()))
@@ -211,13 +212,12 @@ def _pair(
         text += f" (detect ≥ {comparison.mde:.1f})"  # the |Δ| these seeds find at 80% power
     inside = margin is not None and n > 1 and -margin <= comparison.ci_low and comparison.ci_high <= margin
     if relation == "~" and inside:  # equivalent within the margin, even where a small difference is significant
-        return "holds", text.replace(f", {verdict},", f", inside ±{margin:g},")
+        return "holds", text.replace(f", {verdict},", f", inside ±{margin:g},"), ""
     if relation == "<" and verdict == "better":
-        return "holds", text
+        return "holds", text, ""
     if verdict != "undecided" or (relation == "~" and margin is None):
-        return "fails", text + ("" if margin is not None or relation == "<" else ", no equivalence margin")
-    needed = _seeds_to_decide(comparison, relation, margin)
-    return "undecided", text + f"; {needed}" if n > 1 else text + "; 1 seed: run ≥ 2 to decide"
+        return "fails", text + ("" if margin is not None or relation == "<" else ", no equivalence margin"), ""
+    return "undecided", text, _seeds_to_decide(comparison, relation, margin) if n > 1 else "1 seed: run ≥ 2 to decide"
 
 
 def _seeds_to_decide(comparison: inference.Comparison, relation: str, margin: float | None) -> str:
@@ -278,8 +278,11 @@ def judge(claim: Claim, records: list[dict[str, Any]]) -> list[Verdict]:
             ]
             outcomes = [check[3] for check in checks]
             marks = {"holds": "✓", "fails": "✗", "undecided": "?"}
-            evidence = "; ".join(f"{a} {r} {b}: {marks[o]} {text}" for a, r, b, o, text in checks)
-            deltas = tuple(f"{a} {r} {b}: {text.split('; ')[0]}" for a, r, b, _, text in checks)
+            evidence = "; ".join(
+                f"{a} {r} {b}: {marks[o]} {finding}" + (f"; {advice}" if advice else "")
+                for a, r, b, o, finding, advice in checks
+            )
+            deltas = tuple(f"{a} {r} {b}: {finding}" for a, r, b, _, finding, _ in checks)
         if all(o == "holds" for o in outcomes):
             verdict = "reproduced"
         elif "fails" in outcomes:
