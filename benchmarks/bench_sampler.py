@@ -6,7 +6,7 @@ it runs (the split resident as float32, :func:`resident_images`), the sampler wi
 larger splits get), and the floor, a plain ``torch.index_select`` of the same 10,240 float32 rows, each ratio to the
 floor; beside it the same gather into a reused buffer, which says what allocating a fresh batch costs. They alternate
 draw by draw, so a machine shared with other work slows them alike; the load average is printed before and after.
-Target: under 2 ms on the CPU (the verdict line) and at least 20x faster than the naive loop.
+Target: a median wall time under 2 ms on the CPU (the verdict line) and at least 20x faster than the naive loop.
 
     python benchmarks/bench_sampler.py [--repeats 100] [--threads N]
 """
@@ -130,11 +130,12 @@ def main() -> None:
             )
         speedup = statistics.median(naive["naive"][0]) / statistics.median(times["sampler"][0])
         print(f"  sampler speed-up over the naive loop (wall): {speedup:.0f}x")
-        best_wall, median_cpu = min(times["sampler"][0]), statistics.median(times["sampler"][1])
-        verdict = "met" if max(best_wall, median_cpu) < TARGET_MS else "NOT met"
+        # The median wall time: CPU time adds up the threads, so with more than one it is not the wait for a batch.
+        median_wall = statistics.median(times["sampler"][0])
+        verdict = "met" if median_wall < TARGET_MS else "NOT met"
         print(
-            f"  target < {TARGET_MS:g} ms per meta-batch: {verdict} (best wall {best_wall:.2f} ms, median CPU "
-            f"{median_cpu:.2f} ms; the floor's best wall {min(times['floor: index_select'][0]):.2f} ms)"
+            f"  target < {TARGET_MS:g} ms per meta-batch with {torch.get_num_threads()} thread(s): {verdict} (median "
+            f"wall {median_wall:.2f} ms; the floor's {floor[0]:.2f} ms)"
         )
     print(f"load average after: {load_average()}")
 

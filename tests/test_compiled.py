@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_float32 as float32
 import torch
 from benchmark_files import run, write_benchmark
 from test_learners import build, image_tasks, meta_gradient
@@ -125,6 +128,36 @@ def test_every_built_in_gradient_learner_compiles_to_one_graph(name, options, mo
     assert (compiled - reference).norm() / reference.norm() < 1e-9
 
 
+TRACED_GRAPHS = """
+import functools, hashlib, torch
+from test_compiled import BUILT_IN, CONV, compiled_learner, tiny_tasks
+from test_learners import meta_gradient
+codes = []
+def record(graph, example_inputs):
+    codes.append(graph.code)
+    return graph.forward
+torch.compile = functools.partial(torch.compile, backend=record)
+for name, options in BUILT_IN:
+    learner, params = compiled_learner(name, options, **CONV)
+    meta_gradient(learner, params, tiny_tasks())
+print(len(codes), hashlib.sha256("".join(codes).encode()).hexdigest())
+"""
+
+
+def test_every_built_in_learner_traces_the_same_graph_in_every_process():
+    # The compile cache is keyed by the traced graph: a graph that depends on the process's string-hash seed (a set
+    # of parameter names iterated) misses the cache in every new process and compiles again (issue 25).
+    def traced(hash_seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(Path(__file__).parent)}
+        done = subprocess.run([sys.executable, "-c", TRACED_GRAPHS], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    first = traced("1")
+    assert first.startswith(f"{len(BUILT_IN)} ")  # one graph per learner, none broken
+    assert traced("2") == first
+
+
 def test_a_backbone_that_cannot_compile_runs_eager_after_one_warning():
     mlp = type(build("backbone", "mlp", {}, input_shape=(1, 8, 8), out_dim=3))
 
@@ -146,6 +179,30 @@ def test_a_backbone_that_cannot_compile_runs_eager_after_one_warning():
     assert "\n" not in messages[0]
     eager, eager_params = eager_learner("maml", MAML, vectorize="loop", **backbone)
     assert torch.equal(grads[0], flat(meta_gradient(eager, eager_params, tasks)))  # eager: bit-identical
+
+
+@pytest.mark.parametrize("data", sorted(float32.TASKS))
+def test_compiled_float32_meta_gradient_is_within_rounding_of_float64(data, capsys):
+    # Inductor writes its own batch-norm reductions: they must round no worse than the eager kernels do
+    # (tests/test_float32.py's bounds, one inner step of MAML against the eager float64 meta-gradient).
+    tasks, options = float32.TASKS[data](), {"inner_steps": 1, "inner_lr": 0.4, "vectorize": "loop"}
+    exact = float32.meta_gradient("maml", options, "query", tasks, torch.float64)
+    real_build = float32.build
+
+    def compiled_build(kind, name, params=None, **context):
+        component = real_build(kind, name, params, **context)
+        if kind == "learner":
+            torch._dynamo.reset()
+            component.compile_meta_gradient(name)
+        return component
+
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.filterwarnings("error", FALLBACK)
+        patch.setattr(float32, "build", compiled_build)
+        compiled = float32.meta_gradient("maml", options, "query", tasks, torch.float32)
+    assert "learner 'maml': per-task meta-gradient compiled in" in capsys.readouterr().err
+    error = float32.relative_error(compiled, exact)
+    assert error < float32.BOUNDS[data], f"relative error {error}, bound {float32.BOUNDS[data]}"
 
 
 # ------------------------------------------------------------------------------------------------------ identity

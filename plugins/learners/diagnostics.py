@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ TaskProbe = Callable[[Params, int], tuple[Tensor, Tensor, Tensor | None]]
 representations ``[S, ...]`` before the head (``None`` when they have no meaning, e.g. regression)."""
 
 
-def task_diagnostics(params: Params, names: frozenset[str], tasks: TaskBatch, probe: TaskProbe) -> dict[str, float]:
+def task_diagnostics(params: Params, names: Sequence[str], tasks: TaskBatch, probe: TaskProbe) -> dict[str, float]:
     """MetaMix's analyses averaged over ``tasks``: the norm of the gradient of each task's support and query loss
     w.r.t. the network weights ``names`` of the initialisation (Fig. 3), and the top singular value per class of its
     support representations (Table 1/8). ``probe`` says how a learner computes them for one task."""

@@ -34,10 +34,13 @@ class Network:
     meta-parameters) are ignored."""
 
     backbone: nn.Module
-    names: frozenset[str] = field(init=False)
+    names: tuple[str, ...] = field(init=False)
+    """The backbone's parameters in its own order: iterating a set would order them by string hash, which differs
+    from process to process, and so would the traced graph of a compiled meta-gradient, whose AOTAutograd cache
+    key then misses in every new process (issue 25)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", frozenset(name for name, _ in self.backbone.named_parameters()))
+        object.__setattr__(self, "names", tuple(name for name, _ in self.backbone.named_parameters()))
 
     @property
     def n_layers(self) -> int:
