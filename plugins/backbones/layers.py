@@ -54,7 +54,6 @@ def channels_last(h: Tensor) -> Tensor:
 def batch_norm_primitives(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """:func:`batch_norm` from mean/var/rsqrt, which batch correctly under ``vmap`` at every order."""
     dims = [0, *range(2, h.dim())]
-    # Two passes, not torch.var_mean: under vmap, float32 var_mean put 1-step meta-gradients 1e-2 off (test_float32.py).
     mean = h.mean(dim=dims, keepdim=True)
     var = (h - mean).square().mean(dim=dims, keepdim=True)
     shape = [1, -1] + [1] * (h.dim() - 2)
