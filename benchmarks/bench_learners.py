@@ -40,6 +40,8 @@ from tabulate import tabulate
 from torch import nn
 from torch.func import functional_call
 
+from metabench.runner import keep_freed_memory
+
 N_WAY, K_SHOT, IMAGE = 5, 1, (1, 28, 28)
 INNER_LR, META_LR = 0.4, 1e-3
 T = TypeVar("T")
@@ -303,6 +305,9 @@ def main() -> None:
     parser.add_argument("--no-timing", action="store_true", help="only the peak-memory processes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # As in a metabench run (runner.prepare_cpu), freed memory stays in the heap, for the reference too: neither pays
+    # the page faults of memory handed back and mapped again, which made a step's time depend on the steps before it.
+    keep_freed_memory()
     device = torch.device(args.device)
     rows = [row for config in args.configs for row in ROWS[config]]
     rows = [row for row in rows if not args.learners or row.learner in args.learners]

@@ -41,7 +41,7 @@ class CellEstimate:
 def estimate(planned: Sequence[Planned], registry: Registry, options: runner.RunOptions) -> list[CellEstimate]:
     """One estimate per cell (runs differing only by seed share it) of the ``to run`` entries of ``planned``."""
     device = runner.resolve_device(options.device)
-    runner.use_threads(device, options.threads)
+    runner.prepare_cpu(device, options.threads)
     measured = _recorded_speeds(planned, device.type)
     cells: dict[str, list[RunSpec]] = {}
     for entry in planned:

@@ -313,14 +313,15 @@ def code_hash(provenance: dict[str, Any]) -> str:
 
 def standing(record: dict[str, Any], now: dict[str, Any]) -> tuple[str, str]:
     """``("fresh", "")``, ``("verified", "verified by replay of K steps")`` when a replay under the code of ``now``
-    matched the record's probe, or ``("stale", what changed)``."""
+    matched the record's probe, or ``("stale", what changed)``: since the code that last verified the record, else
+    since the code that made it."""
     current = code_hash(now)
     if record.get("code_hash") == current:
         return "fresh", ""
     verified = record.get("verified") or {}
     if verified.get("code_hash") == current:
         return "verified", f"verified by replay of {verified.get('steps')} steps"
-    return "stale", "; ".join(differences(record.get("provenance"), now))
+    return "stale", "; ".join(differences(verified.get("provenance") or record.get("provenance"), now))
 
 
 def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:

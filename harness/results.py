@@ -126,8 +126,9 @@ def git_commit(source: Path = _SOURCE) -> str | None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Where a run happened: commit, package versions, Python, the device in words and, on a CPU, torch's thread
-    count (its kernels split reductions by thread, so the last bits of a run depend on it: ``verify`` replays with
-    it)."""
+    count and the instruction set its kernels were built for (``AVX2``, ``AVX512``): reductions are split by thread
+    and vectorised by instruction set, so the last bits of a run depend on both. ``verify`` replays with the thread
+    count and only where the instruction set is the record's."""
     versions = {}
     for package in _PACKAGES:
         try:
@@ -144,7 +145,11 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": str(device),
         "device_name": device_name,
-        **({"threads": torch.get_num_threads()} if device.type == "cpu" else {}),
+        **(
+            {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            if device.type == "cpu"
+            else {}
+        ),
     }
 
 

@@ -6,11 +6,13 @@ its first K meta-steps (K = 10, or fewer when the run has fewer) and of its scor
 step K, taken on the run's own device while it trained. ``verify`` builds each stale run from its config exactly as
 :func:`metabench.runner.run` does (same seeds, same generators, same fixed tasks, on a device of the record's type),
 trains K steps and compares. A CPU replay uses the record's torch thread count: kernels split their reductions by
-thread, so the same code under another count parts in the last bits at step 1. Identical digests: the record gets
-``verified: {code_hash, provenance, at, steps}`` (an earlier verification moves to ``history``; ``code_hash`` and
-``provenance`` stay those of the code that made the numbers) and counts as fresh for ``run``, ``--dry-run`` and the
-leaderboard. Different: it stays stale and the report
-names the first meta-step whose parameters differ.
+thread, so the same code under another count parts in the last bits at step 1. For the same reason a CPU record is
+replayed only on a CPU whose kernels use its instruction set (``AVX2``, ``AVX512``: the record's
+``environment.cpu_capability``); elsewhere it stays stale, and the report says where it can be verified. Identical
+digests: the record gets ``verified: {code_hash, provenance, at, steps}`` (an earlier verification moves to
+``history``; ``code_hash`` and ``provenance`` stay those of the code that made the numbers) and counts as fresh for
+``run``, ``--dry-run`` and the leaderboard. Different: it stays stale and the report names the first meta-step whose
+parameters differ.
 
 What a probe proves: the installed code computes bit-identical parameters for the first K meta-steps of this config
 on this device type, bit-identical evaluation tasks, and bit-identical scores on the probe tasks at step K. What it
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from metabench import provenance, results, runner
 from metabench.errors import MetabenchError
@@ -79,10 +83,17 @@ def verify_record(record: dict[str, Any], registry: Registry, steps: int | None)
     if not probe:
         return Outcome(label, "no probe", f"{detail} (recorded without a probe: rerun it)"), None
     k = min(steps or probe["steps"], probe["steps"])
+    environment = record.get("environment") or {}
+    recorded_isa, isa = environment.get("cpu_capability"), torch.backends.cpu.get_cpu_capability()
+    if now["device_type"] == "cpu" and recorded_isa not in (None, isa):
+        # CPU kernels round differently per instruction set: one record's first meta-step under ATen's DEFAULT and
+        # AVX2 kernels, or with oneDNN held to SSE4.1, gave three parameter digests on one machine.
+        why = f"not replayable here: recorded with {recorded_isa} CPU kernels, this machine has {isa} ones"
+        return Outcome(label, "stale", f"{why}; verify it on a CPU with {recorded_isa} ({detail})"), None
     try:
         runner.resolve_device(now["device_type"])
         with tempfile.TemporaryDirectory(prefix="metabench-verify-") as scratch:
-            threads = (record.get("environment") or {}).get("threads", RECORDED_THREADS)
+            threads = environment.get("threads", RECORDED_THREADS)
             options = RunOptions(
                 Path(scratch), now["device_type"], progress=False, threads=threads, compile="compiled" in now
             )
@@ -93,6 +104,9 @@ def verify_record(record: dict[str, Any], registry: Registry, steps: int | None)
     parted = compare(probe, replay["probe"], k)
     if not parted and replay["tasks_hash"] != record.get("tasks_hash"):
         parted = "different evaluation tasks"
+    if parted == "first diverging step 1" and now["device_type"] == "cpu" and recorded_isa is None:
+        # records made before ``cpu_capability`` was recorded, on AVX-512 CPUs, part at step 1 on AVX2 ones
+        parted += f" (or the record's CPU kernels, which it does not name, were not {isa} ones)"
     if parted:
         return Outcome(label, "stale", f"{parted} ({detail})", seconds), None
     stamp = {

@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import test_float32 as float32
 import torch
+import torch.nn.functional as F
 from benchmark_files import run, write_benchmark
 from test_learners import build, image_tasks, meta_gradient
 
 from metabench import config, provenance, results
 from metabench.cache import use_compile_cache
+from metabench.plugins.backbones import pooling
 from metabench.registry import default_registry
 from metabench.runspec import RunSpec
 
@@ -109,6 +111,31 @@ def test_compiled_loop_and_eager_vmap_give_the_same_meta_gradient():
     assert (loop - vmap).norm() / vmap.norm() < 1e-9
 
 
+def test_compiled_pooling_runs_the_eager_kernel_outside_torch_func_and_inductors_inside():
+    # Images of few grey levels tie inside most windows: the gradient must go to the first maximum, as eagerly.
+    images = torch.randint(0, 3, (3, 4, 7, 6), generator=torch.Generator().manual_seed(0)).to(F64)
+    images = images.contiguous(memory_format=torch.channels_last).requires_grad_()
+    weights = torch.randn(3, 4, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
+    graphs: list[str] = []
+
+    def record(graph, example_inputs):
+        graphs.append(graph.print_readable(print_output=False))
+        return graph.forward
+
+    def pooled_loss(x):
+        return (pooling.max_pool_2x2(x) * weights).sum()
+
+    eager = torch.autograd.grad((F.max_pool2d(images, 2) * weights).sum(), images)[0]
+    for backend in (record, "inductor"):
+        compiled = torch.autograd.grad(torch.compile(pooled_loss, backend=backend, fullgraph=True)(images), images)[0]
+        assert torch.equal(compiled, eager)
+        inner = torch.compile(torch.func.grad(pooled_loss), backend=backend, fullgraph=True)(images.detach())
+        assert torch.equal(inner, eager)
+        torch._dynamo.reset()
+    assert "metabench.max_pool_2x2" in graphs[0]  # the kernel, opaque to Inductor
+    assert "metabench.max_pool_2x2" not in graphs[1]  # its gradient would not be differentiable under torch.func
+
+
 BUILT_IN = [("maml", MAML), ("fomaml", MAML), ("anil", MAML), ("metasgd", MAML), ("tnet", MAML), ("protonet", {})]
 
 
@@ -133,7 +160,7 @@ import functools, hashlib, torch
 from test_compiled import BUILT_IN, CONV, compiled_learner, tiny_tasks
 from test_learners import meta_gradient
 codes = []
-def record(graph, example_inputs):
+def record(graph, example_inputs, options=None):
     codes.append(graph.code)
     return graph.forward
 torch.compile = functools.partial(torch.compile, backend=record)

@@ -195,6 +195,40 @@ def test_verify_replays_a_cpu_record_under_its_own_thread_count(tmp_path, plugin
     assert "wrapped-maml/query/seed=0: verified: verified by replay of 4 steps" in text, text
 
 
+def test_verify_replays_a_cpu_record_only_where_the_kernels_use_its_instruction_set(tmp_path, plugin):
+    bench = write_benchmark(
+        tmp_path / "b.toml", "sine", {"grid.learners": ["wrapped-maml"], "grid.strategies": ["query"]}
+    )
+    out = tmp_path / "out"
+    cli("run", bench, "--out", out, "--device", "cpu", "--no-progress")
+    path = next((out / "runs").glob("*.json"))
+    record = json.loads(path.read_text())
+    here = record["environment"]["cpu_capability"]
+    other = "AVX2" if here == "AVX512" else "AVX512"
+    path.write_text(json.dumps({**record, "environment": {**record["environment"], "cpu_capability": other}}))
+
+    edit(plugin / "learner.py", "INNER_LR = 0.4", "INNER_LR = 0.2 + 0.2")  # other code, the same numbers
+    text = cli("verify", out, code=1)
+    expected = f"not replayable here: recorded with {other} CPU kernels, this machine has {here} ones"
+    assert f"wrapped-maml/query/seed=0: stale: {expected}; verify it on a CPU with {other}" in text, text
+
+    path.write_text(json.dumps(record))
+    assert "wrapped-maml/query/seed=0: verified" in cli("verify", out)
+
+
+def test_a_verified_record_names_what_changed_since_its_verification():
+    made = {"components": {}, "host": {"metabench.runner": "a"}, "libraries": {"torch": "2.14.1"}, "device_type": "cpu"}
+    verified_under = {**made, "libraries": {"torch": "2.13.0"}}
+    now = {**verified_under, "host": {"metabench.runner": "b"}}
+    record = {
+        "code_hash": provenance.code_hash(made),
+        "provenance": made,
+        "verified": {"code_hash": provenance.code_hash(verified_under), "provenance": verified_under, "steps": 10},
+    }
+    assert provenance.standing(record, verified_under) == ("verified", "verified by replay of 10 steps")
+    assert provenance.standing(record, now) == ("stale", "host: module metabench.runner changed")
+
+
 def test_a_fingerprint_is_of_meaning_not_bytes(tmp_path):
     module = tmp_path / "m.py"
     module.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    y = x + 1  # why\n    return y\n')

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +234,40 @@ def test_cli_runs_a_tiny_real_benchmark_end_to_end(tmp_path, capsys):
     text = (out / "LEADERBOARD.md").read_text()
     assert "## tiny-omniglot" in text and "metamix" in text
     assert main(["leaderboard", str(out)]) == 0
+
+
+MAPPED_BLOCKS_AFTER_A_RUN = """
+import ctypes, sys, torch
+from benchmark_files import run
+if sys.argv[1] == "run":
+    assert run(sys.argv[2], "--out", sys.argv[3]) == 0
+class Mallinfo2(ctypes.Structure):  # glibc's struct mallinfo2 (malloc.h): ten size_t counters
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Mallinfo2
+before = mallinfo2().hblks
+block = torch.empty(31 << 18)  # 31 MB, just under glibc's largest mmap threshold (32 MiB on 64-bit)
+print(mallinfo2().hblks - before)
+"""
+
+
+GLIBC = platform.libc_ver()
+
+
+@pytest.mark.skipif(
+    GLIBC[0] != "glibc" or tuple(map(int, GLIBC[1].split("."))) < (2, 33), reason="glibc's mallinfo2 (2.33 on)"
+)
+def test_a_cpu_run_keeps_freed_memory_for_the_next_allocation(tmp_path):
+    def mapped_blocks(*args: object) -> int:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        done = subprocess.run(
+            [sys.executable, "-c", MAPPED_BLOCKS_AFTER_A_RUN, *map(str, args)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.split()[-1])
+
+    # glibc's default maps a block this large by itself (and hands it back to the kernel when it is freed, so that
+    # the next step faults it in afresh); after a CPU run it comes from the heap, which keeps freed memory
+    assert mapped_blocks("no run") == 1
+    assert mapped_blocks("run", write_benchmark(tmp_path / "sine.toml", "sine"), tmp_path / "out") == 0

@@ -6,6 +6,7 @@ from torch import nn
 
 from metabench import ConfigError, Param, parameters
 from metabench.plugins.backbones.layers import BatchNorm, LayeredNet, flat_size
+from metabench.plugins.backbones.pooling import MaxPool2x2
 
 
 @parameters(
@@ -30,7 +31,7 @@ def conv4(*, input_shape: tuple[int, ...], out_dim: int, filters: int, blocks: i
         # Pooling before ReLU computes the same function (ReLU is monotone) and the same gradients almost everywhere,
         # with ReLU on a quarter of the elements (benchmarks/README.md).
         layers.append(
-            nn.Sequential(nn.Conv2d(channels, filters, 3, padding=1), BatchNorm(filters), nn.MaxPool2d(2), nn.ReLU())
+            nn.Sequential(nn.Conv2d(channels, filters, 3, padding=1), BatchNorm(filters), MaxPool2x2(), nn.ReLU())
         )
         channels = filters
     layers[-1].append(nn.Flatten(1))

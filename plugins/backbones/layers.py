@@ -20,6 +20,13 @@ def under_vmap() -> bool:
     return any(i.key() == torch._C._functorch.TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
+@torch.compiler.assume_constant_result
+def under_function_transform() -> bool:
+    """Whether the caller runs inside any ``torch.func`` transform (``grad`` of an inner loop, ``vmap``, ...); taken
+    while tracing under ``torch.compile``, as :func:`under_vmap` is."""
+    return bool(retrieve_all_functorch_interpreters())
+
+
 def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Normalise ``h [B, C, ...]`` per channel with the statistics of this batch.
 
@@ -27,10 +34,15 @@ def batch_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     meta-gradients (1% off in float64, pytorch/functorch issue 534); these primitives batch correctly. Elsewhere the
     native kernel on channels-first images: its channels-last CPU kernel, 6x faster, sums each channel's N*H*W values
     one after another in float32 and put float32 meta-gradients 1e-2 off (benchmarks/README.md, tests/test_float32.py).
+    Under ``torch.compile`` Inductor writes its own kernels for ``F.batch_norm`` (Welford statistics, vectorised over
+    the channels), as accurate on channels-last tensors as the channels-first kernel, so the layout stays as it is;
+    the mean/var form rounds worse there (4e-5 against 1.1e-5 on tests/test_float32.py's Omniglot tasks).
     """
-    if not under_vmap():
-        return F.batch_norm(h.contiguous(), None, None, weight, bias, training=True, eps=eps)
-    return batch_norm_primitives(h, weight, bias, eps)
+    if under_vmap():
+        return batch_norm_primitives(h, weight, bias, eps)
+    if not torch.compiler.is_compiling():
+        h = h.contiguous()
+    return F.batch_norm(h, None, None, weight, bias, training=True, eps=eps)
 
 
 def channels_last(h: Tensor) -> Tensor:
