@@ -62,11 +62,15 @@ def run_benchmark(
     registry = registry or default_registry()
     options = options or RunOptions()
     selection = selection or plan.Selection()
-    specs = config.select(config.load_benchmark(path, registry, profile=profile, overrides=overrides), only)
+    every_spec = config.load_benchmark(path, registry, profile=profile, overrides=overrides)
+    specs = config.select(every_spec, only)
     if config.compile_key(path, registry, profile=profile, overrides=overrides):
         options = replace(options, compile=True)
     if not specs:
-        raise MetabenchError(f"{path}: no run matches --only {only!r}")
+        raise MetabenchError(
+            f"{path}: no run matches --only {only!r}; its {len(every_spec)} runs are labelled like "
+            f"'{every_spec[0].label}' (sampler/learner/strategy/seed=N, a glob; without '/' it matches any one part)"
+        )
     most = sequential.max_seeds(specs, until_decided, max_seeds)
     if most is not None:
         specs = sequential.planned(specs, most)

@@ -16,9 +16,9 @@ import fake_components
 import pytest
 from benchmark_files import FAKE_GRID, benchmark_toml, run, write_benchmark
 
-from metabench import cli, hookimpl, results
+from metabench import cli, config, hookimpl, results
 from metabench.cli import build_parser, main
-from metabench.registry import Registry
+from metabench.registry import Registry, default_registry
 
 # --- the retry command ----------------------------------------------------------------------------------------------
 
@@ -108,6 +108,17 @@ def test_an_unquoted_string_in_a_set_list_hints_at_quoting(tmp_path, capsys):
 def test_duplicate_seeds_are_an_error(tmp_path, capsys):
     error = _shape_error(tmp_path, capsys, SINE, "grid.seeds=[0, 1, 0]")
     assert "--set grid.seeds=[0, 1, 0]: seed 0 appears twice" in error
+
+
+def test_an_only_pattern_that_matches_nothing_shows_what_labels_look_like(tmp_path, capsys):
+    path = tmp_path / "b.toml"
+    path.write_text(SINE)
+    assert run(path, "--out", tmp_path / "out", "--dry-run", "--only", "sine-5shot:*/maml/*") == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error, error
+    assert "no run matches --only 'sine-5shot:*/maml/*'" in error
+    labels = [spec.label for spec in config.load_benchmark(path, default_registry())]
+    assert f"its {len(labels)} runs are labelled like '{labels[0]}'" in error
 
 
 # --- resuming -------------------------------------------------------------------------------------------------------
