@@ -30,6 +30,7 @@ class BenchmarkRun:
     planned: list[plan.Planned]
     records: list[dict[str, Any]] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    left_untrained: list[str] = field(default_factory=list)  # what the runs train first, uncached (preflight's)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -84,7 +85,8 @@ def run_benchmark(
         echo(plan.summary(planned, selection))
     to_run = plan.to_run(planned, selection)
     if to_run:  # the dry run too: its plan must not promise runs that would fail in their first second
-        preflight(to_run, registry, options, " ".join([str(path), *(f"--set {text}" for text in overrides)]))
+        source = " ".join([str(path), *(f"--set {text}" for text in overrides)])
+        outcome.left_untrained = preflight(to_run, registry, options, source)
     if dry_run:
         return outcome
     executor = executor or SequentialExecutor(registry)

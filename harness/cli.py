@@ -215,6 +215,9 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         print(plan.summary(done.planned, selection) + " (dry run: nothing was run or written)")
         if any(p.status != "recorded" for p in done.planned):
             print(estimate.report(estimate.estimate(done.planned, registry, options), options))
+        if done.left_untrained:
+            print("  not counted: trained once before the first meta-step of the runs that need it (not cached):")
+            print("\n".join(f"    {name}" for name in done.left_untrained))
         if done.specs[0].analysis.looks > 1:
             print(sequential.plan_text(done.specs))
         return 0

@@ -104,6 +104,9 @@ class SamplerContext:
     # preflight and the dry run bind to check and to time steps: what the run itself will train once and cache (a
     # LASIUM sampler's generative model) stays untrained, or a dry run of a paper profile would train it for hours
     checking: bool = False
+    # what a checking bind left untrained for want of a cached copy, one name each ("generative model 'gan' (seed
+    # 0)"): the runs will train it first, and the dry run says so beside its estimate, which leaves that time out
+    left_untrained: list[str] = field(default_factory=list)
 
 
 class TaskSampler(Protocol):

@@ -41,19 +41,22 @@ def check_writable(out: Path, flag: str = "--out") -> None:
         ) from error
 
 
-def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunOptions, source: str) -> None:
-    """Raise one :class:`ConfigError` listing every problem of ``specs`` (from the file ``source``), if any."""
+def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunOptions, source: str) -> list[str]:
+    """Raise one :class:`ConfigError` listing every problem of ``specs`` (from the file ``source``), if any; else
+    return what the runs will train before their first meta-step, having no cached copy
+    (``SamplerContext.left_untrained``), each once."""
     check_writable(options.out)
     try:
         device = runner.resolve_device(options.device)
     except ConfigError:  # the workers' device (e.g. CUDA under --executor ray), absent here: check cells on the CPU
         device = torch.device("cpu")
     problems: dict[str, list[str]] = {}  # problem -> the runs that have it
+    untrained: dict[str, None] = {}
     with torch.random.fork_rng(devices=[]):  # whatever a component draws from the global generator, the runs do not see
         for spec in specs:
             stage = ["building the run"]
             try:
-                _check_cell(spec, registry, device, stage)
+                untrained.update(dict.fromkeys(_check_cell(spec, registry, device, stage)))
             except MetabenchError as error:
                 problems.setdefault(str(error), []).append(spec.label)
             except Exception as error:  # noqa: BLE001 - any failure of a component before training is the user's
@@ -64,6 +67,7 @@ def preflight(specs: Sequence[RunSpec], registry: Registry, options: runner.RunO
             f"preflight found {len(lines)} problem{'s' if len(lines) > 1 else ''} before any run (nothing was run "
             "or written):\n  " + "\n  ".join(lines)
         )
+    return list(untrained)
 
 
 def _runs(labels: list[str]) -> str:
@@ -71,13 +75,13 @@ def _runs(labels: list[str]) -> str:
     return f"{shown} and {len(labels) - 3} more runs" if len(labels) > 3 else shown
 
 
-def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, stage: list[str]) -> None:
+def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, stage: list[str]) -> list[str]:
     """Build and bind ``spec`` as its run will (:func:`metabench.runner.build`), then run it once on one task instead
-    of training it; ``stage`` follows where it is."""
+    of training it; ``stage`` follows where it is. Returns what the build left untrained."""
     try:
         bound = runner.build(spec, registry, device, progress=False, facts={}, stage=stage.append, checking=True)
     except runner.NotApplicable:
-        return  # recorded as not applicable, not an error
+        return []  # recorded as not applicable, not an error
     backbone, learner, strategy = bound.backbone, bound.learner, bound.strategy
     tasks = bound.train_source(1, make_generator(spec.seed, "preflight"))
     stage.append(f"strategy '{spec.strategy.label}' planning on the backbone's layers")
@@ -92,3 +96,4 @@ def _check_cell(spec: RunSpec, registry: Registry, device: torch.device, stage: 
     loss, _ = learner.meta_loss(bound.params, tasks, strategy, make_generator(spec.seed, "preflight-loss"))
     if loss.dim() != 0:
         raise ConfigError(f"learner '{spec.learner.name}': meta_loss returned shape {tuple(loss.shape)}, not a scalar")
+    return bound.left_untrained

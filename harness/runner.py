@@ -211,6 +211,7 @@ class Bound:
     test_tasks: TaskBatch
     probe_tasks: TaskBatch  # meta-train tasks drawn once, to follow the scores on what the learner trains on
     metric: dict[str, Any]
+    left_untrained: list[str]  # SamplerContext.left_untrained: what a checking build did not train
 
 
 def build(
@@ -269,7 +270,19 @@ def build(
     if compile:
         compile_learner(learner, spec.learner.name)
     metric = metric_of(dataset.task_type)
-    return Bound(learner, strategy, dataset, backbone, params, train_source, val_tasks, test_tasks, probe_tasks, metric)
+    return Bound(
+        learner,
+        strategy,
+        dataset,
+        backbone,
+        params,
+        train_source,
+        val_tasks,
+        test_tasks,
+        probe_tasks,
+        metric,
+        context.left_untrained,
+    )
 
 
 def compile_learner(learner: MetaLearner, name: str) -> None:

@@ -285,6 +285,9 @@ class LasiumSampler:
         )
         # a model left untrained by a checking bind puts every latent in one spot: no distance means anything there
         untrained = context.checking and not curve
+        if untrained:
+            given = "".join(f" {key}={value}" for key, value in sorted(self.model_params.items()))
+            context.left_untrained.append(f"generative model '{self.model}{given}' (seed {context.seed})")
         return LasiumSource(
             model=model,
             in_class_sampling=self.in_class_sampling,
