@@ -217,7 +217,8 @@ class MetaLearner(Protocol):
 # ------------------------------------------------------------------------------------------------- generative models
 class GenerativeModel(Protocol):
     """What a generative-model factory (``factory(image_shape=..., **params)``) returns; an ``nn.Module``, so that
-    its trained weights can be cached."""
+    its trained weights can be cached. A pretrained one, whose ``fit`` trains nothing, may say so with an attribute
+    ``pretrained = True``: the dry run then does not list it among the models the runs will train."""
 
     latent_dim: int
     can_encode: bool

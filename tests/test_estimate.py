@@ -48,4 +48,5 @@ def test_the_dry_run_names_the_generative_models_the_runs_will_train_first(tmp_p
     capsys.readouterr()
     assert run(path, "--out", tmp_path / "out", "--dry-run", "--set", "grid.seeds=[0, 1]") == 0
     shown = capsys.readouterr().out
-    assert f"{untrained}\n    {seed.format(1)}\n" in shown and seed.format(0) not in shown
+    assert f"{untrained}\n    {seed.format(1)}: about " in shown and seed.format(0) not in shown
+    assert "s (the median of 1 other seed, by the cache)\n" in shown  # seed 0's training time

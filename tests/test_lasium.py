@@ -6,6 +6,7 @@ reshape), so the latent-space geometry can be read off the generated tasks witho
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class LatentImages(nn.Module):
     it remembers the prior draws so RO's out-of-class latents can be checked."""
 
     can_encode = False
+    pretrained = True
 
     def __init__(self, image_shape: tuple[int, ...]):
         super().__init__()
@@ -332,3 +334,29 @@ def test_a_checking_bind_does_not_train_the_model_but_uses_a_cached_one(registry
     trained = sampler.bind(split, shape, context(registry, tmp_path), role="train")
     assert CountingVAE.fits == 1
     assert sampler.bind(split, shape, checking, role="train").model_curve == trained.model_curve
+
+
+def test_a_checking_bind_names_the_models_the_run_will_train_and_how_long_other_seeds_took(registry, tmp_path):
+    split = random_split((1, 8, 8), classes=5, examples=3)
+    shape = TaskShape(3, 1, 2)
+    sampler = registry.build("sampler", "lasium-ro", {"model": "counting-vae", "model_params": {"epochs": 2}})
+    checking = replace(context(registry, tmp_path), checking=True)
+    sampler.bind(split, shape, checking, role="train")
+    assert checking.left_untrained == ["generative model 'counting-vae epochs=2' (seed 0)"]
+
+    sampler.bind(split, shape, context(registry, tmp_path), role="train")  # seed 0 trained and cached
+    took = json.loads(next((tmp_path / "generative-models").glob("*.json")).read_text())["train_seconds"]
+    seed_1 = replace(context(registry, tmp_path, seed=1), checking=True)
+    sampler.bind(split, shape, seed_1, role="train")
+    expected = f"about {took:.0f} s (the median of 1 other seed, by the cache)"
+    assert seed_1.left_untrained == [f"generative model 'counting-vae epochs=2' (seed 1): {expected}"]
+    other_params = replace(context(registry, tmp_path, seed=1), checking=True)
+    wider = registry.build("sampler", "lasium-ro", {"model": "counting-vae", "model_params": {"epochs": 3}})
+    wider.bind(split, shape, other_params, role="train")
+    assert other_params.left_untrained == ["generative model 'counting-vae epochs=3' (seed 1)"]
+
+    pretrained = replace(context(registry, tmp_path), checking=True)
+    registry.build("sampler", "lasium-ro", {"model": "latent-images"}).bind(
+        random_split((1, 1, LATENT_DIM), classes=5, examples=3), shape, pretrained, role="train"
+    )
+    assert pretrained.left_untrained == []  # it trains nothing

@@ -8,8 +8,9 @@ leaves half a file; the JSON is written last and marks the entry complete.
 
 A third-party plugin can register a pretrained model: its factory loads the weights, its ``fit`` returns ``[]``
 (nothing was trained, so nothing is cached) and ``sample_prior``/``decode`` (and ``encode`` if it has one) work at
-once. Register it with ``register("my-gan", MyPretrainedGan, summary=...)`` in a
-``metabench_register_generative_models`` hook and pick it with ``model = "my-gan"`` in a LASIUM sampler's parameters.
+once; a ``pretrained = True`` attribute keeps the dry run from listing it among the models to train. Register it with
+``register("my-gan", MyPretrainedGan, summary=...)`` in a ``metabench_register_generative_models`` hook and pick it
+with ``model = "my-gan"`` in a LASIUM sampler's parameters.
 """
 
 from __future__ import annotations
@@ -93,6 +94,17 @@ class ImageModel(nn.Module):
         """Decoded ``[n, C, H', W']`` (``H' >= H``, ``W' >= W``) cut to the image size."""
         _, height, width = self.image_shape
         return images[:, :, :height, :width]
+
+
+def seconds_to_train(cache_dir: Path, name: str, key_parts: Mapping[str, Any]) -> list[float]:
+    """How long each model ``name`` cached with these ``key_parts`` (any seed) took to train on this machine."""
+    wanted = json.loads(json.dumps(dict(key_parts), default=str))  # as the cache entries hold them
+    took = []
+    for path in sorted((cache_dir / "generative-models").glob(f"{name}-*.json")):
+        entry = json.loads(path.read_text())
+        if entry.get("name") == name and all(entry.get(key) == value for key, value in wanted.items()):
+            took.append(float(entry["train_seconds"]))
+    return took
 
 
 def fit_or_load(

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from metabench import ConfigError, Param, TaskBatch, TaskShape, parameters, stable_hash
 from metabench.interfaces import GenerativeModel, ImageSplit, SamplerContext, Split, SplitName, TaskSource
-from metabench.plugins.generative_models.training import as_unit_float, fit_or_load
+from metabench.plugins.generative_models.training import as_unit_float, fit_or_load, seconds_to_train
 from metabench.plugins.samplers.episodic import StandardSampler
 
 InClassSampling = Literal["n", "ro", "oc"]
@@ -268,16 +268,17 @@ class LasiumSampler:
         if encoded and len(images) < shape.n_way:
             raise ConfigError(f"{where}: {len(images)} images cannot give {shape.n_way} distinct encoded anchors")
 
+        key_parts = {
+            "dataset": context.dataset_key,
+            "split": role,
+            "classes": stable_hash(list(split.class_names)),
+            "params": resolved,
+        }
         curve = fit_or_load(
             model,
             images,
             cache_dir=context.cache_dir,
-            key_parts={
-                "dataset": context.dataset_key,
-                "split": role,
-                "classes": stable_hash(list(split.class_names)),
-                "params": resolved,
-            },
+            key_parts=key_parts,
             name=self.model,
             seed=context.seed,
             progress=context.progress,
@@ -285,9 +286,9 @@ class LasiumSampler:
         )
         # a model left untrained by a checking bind puts every latent in one spot: no distance means anything there
         untrained = context.checking and not curve
-        if untrained:
-            given = "".join(f" {key}={value}" for key, value in sorted(self.model_params.items()))
-            context.left_untrained.append(f"generative model '{self.model}{given}' (seed {context.seed})")
+        if untrained and not getattr(model, "pretrained", False):
+            took = seconds_to_train(context.cache_dir, self.model, key_parts)
+            context.left_untrained.append(_to_train(self.model, self.model_params, context.seed, took))
         return LasiumSource(
             model=model,
             in_class_sampling=self.in_class_sampling,
@@ -301,6 +302,18 @@ class LasiumSampler:
             bank=_encode_all(model, images) if encoded else None,
             model_curve=curve,
         )
+
+
+def _to_train(model: str, params: dict[str, Any], seed: int, took: list[float]) -> str:
+    """The dry run's line for a generative model a run will train first; ``took``: the seconds the same model on the
+    same images took for other seeds (on this machine, unless the cache folder is shared)."""
+    given = "".join(f" {key}={value}" for key, value in sorted(params.items()))
+    line = f"generative model '{model}{given}' (seed {seed})"
+    if not took:
+        return line
+    median = sorted(took)[len(took) // 2]
+    duration = f"{median:.0f} s" if median < 60 else f"{median / 60:.0f} min"
+    return f"{line}: about {duration} (the median of {len(took)} other seed{'s' * (len(took) > 1)}, by the cache)"
 
 
 # ----------------------------------------------------------------------------------------------------- factories
