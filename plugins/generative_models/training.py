@@ -96,11 +96,15 @@ class ImageModel(nn.Module):
         return images[:, :, :height, :width]
 
 
+def _cache_folder(cache_dir: Path) -> Path:
+    return cache_dir / "generative-models"
+
+
 def seconds_to_train(cache_dir: Path, name: str, key_parts: Mapping[str, Any]) -> list[float]:
     """How long each model ``name`` cached with these ``key_parts`` (any seed) took to train on this machine."""
     wanted = json.loads(json.dumps(dict(key_parts), default=str))  # as the cache entries hold them
     took = []
-    for path in sorted((cache_dir / "generative-models").glob(f"{name}-*.json")):
+    for path in sorted(_cache_folder(cache_dir).glob(f"{name}-*.json")):
         entry = json.loads(path.read_text())
         if entry.get("name") == name and all(entry.get(key) == value for key, value in wanted.items()):
             took.append(float(entry["train_seconds"]))
@@ -126,7 +130,7 @@ def fit_or_load(
     """
     model.to(images.device)
     key = stable_hash({"format": CACHE_FORMAT, "name": name, "seed": seed, **key_parts})
-    folder = cache_dir / "generative-models"
+    folder = _cache_folder(cache_dir)
     weights, record = folder / f"{name}-{key}.pt", folder / f"{name}-{key}.json"
     if record.exists() and weights.exists():
         model.load_state_dict(torch.load(weights, map_location=images.device, weights_only=True))

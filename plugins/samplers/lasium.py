@@ -14,6 +14,7 @@ meta-training tasks: bound for evaluation, they draw standard tasks from the rea
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -311,7 +312,7 @@ def _to_train(model: str, params: dict[str, Any], seed: int, took: list[float]) 
     line = f"generative model '{model}{given}' (seed {seed})"
     if not took:
         return line
-    median = sorted(took)[len(took) // 2]
+    median = statistics.median(took)
     duration = f"{median:.0f} s" if median < 60 else f"{median / 60:.0f} min"
     return f"{line}: about {duration} (the median of {len(took)} other seed{'s' * (len(took) > 1)}, by the cache)"
 
