@@ -70,7 +70,7 @@ def run_benchmark(
     if not specs:
         raise MetabenchError(
             f"{path}: no run matches --only {only!r}; its {len(every_spec)} runs are labelled like "
-            f"'{every_spec[0].label}' (sampler/learner/strategy/seed=N, a glob; without '/' it matches any one part)"
+            f"'{every_spec[0].label}' (--only is {config.SELECT_RULE})"
         )
     most = sequential.max_seeds(specs, until_decided, max_seeds)
     if most is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from metabench import estimate, hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
+from metabench import config, estimate, hookspecs, leaderboard, plan, reproductions, sequential, show, tables, verify
 from metabench.benchmark import failure_report, plan_table, run_benchmark
 from metabench.errors import MetabenchError
 from metabench.executor import Executor, SequentialExecutor
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eager: a compiled record is stale to an eager run and the other way round",
     )
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
-    run.add_argument("--only", metavar="PATTERN", help="glob on sampler/learner/strategy/seed=N, or on one part")
+    run.add_argument("--only", metavar="PATTERN", help=config.SELECT_RULE)
     run.add_argument(
         "--set",
         action="append",

@@ -110,9 +110,12 @@ def parse_overrides(overrides: Sequence[str]) -> dict[tuple[str, ...], tuple[Any
     return parsed
 
 
+SELECT_RULE = "a glob on the label sampler/learner/strategy/seed=N; without '/' it matches any one part"
+"""How :func:`select` reads a pattern, for ``--only``'s help and errors."""
+
+
 def select(specs: Iterable[RunSpec], pattern: str | None) -> list[RunSpec]:
-    """The runs whose label ``sampler/learner/strategy/seed=N`` matches the glob ``pattern`` (all if ``None``);
-    a pattern without ``/`` matches any one part of the label."""
+    """The runs whose label matches ``pattern`` by :data:`SELECT_RULE` (all if ``None``)."""
     specs = list(specs)
     if not pattern:
         return specs
