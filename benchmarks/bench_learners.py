@@ -63,6 +63,13 @@ class Row:
     inner_steps: int = 1
     paths: tuple[str, ...] = ("loop", "vmap", "compiled")
 
+    @property
+    def name(self) -> str:
+        """``maml 5 steps``, ``protonet``: the learner and, where it adapts by gradient steps, how many."""
+        if self.learner == "protonet":
+            return self.learner
+        return f"{self.learner} {self.inner_steps} step{'' if self.inner_steps == 1 else 's'}"
+
 
 ROWS = {
     "a": [
@@ -276,7 +283,7 @@ def compile_seconds(row: Row, device: str, threads: int) -> str:
     warm_first, warm_step = in_fresh_process(first_compiled_steps, row, device, threads, cache)
     verdict = "yes" if warm_first <= WARM_START_S else "NO"
     return (
-        f"compiled {row.learner} ({row.config}): cold compile {cold_first - cold_step:.1f} s (first step "
+        f"compiled {row.name} ({row.config}): cold compile {cold_first - cold_step:.1f} s (first step "
         f"{cold_first:.1f} s, next {cold_step:.2f} s); warm-cache process: compile {warm_first - warm_step:.1f} s, "
         f"first step done {warm_first:.1f} s after it was asked for: within {WARM_START_S:.0f} s: {verdict}"
     )
@@ -339,7 +346,7 @@ def main() -> None:
                 [
                     row.config,
                     f"{row.filters}f {row.k_query}q T={row.meta_batch}",
-                    row.learner + (f" {row.inner_steps} steps" if row.learner in ("maml", "fomaml", "anil") else ""),
+                    row.name,
                     path,
                     f"{1 / seconds[path]:.3f}",
                     f"{1 / seconds['reference']:.3f} ({reference})",
@@ -366,10 +373,8 @@ def main() -> None:
         best = max(row.paths, key=lambda path: speedups[row, path])
         target = TARGETS[row.learner]
         verdict = "met" if speedups[row, best] >= target else "MISSED"
-        steps = "" if row.learner == "protonet" else f" {row.inner_steps} step(s)"
         print(
-            f"  ({row.config}) {row.learner}{steps}: {speedups[row, best]:.2f}x with path {best}, "
-            f"target >= {target}x: {verdict}"
+            f"  ({row.config}) {row.name}: {speedups[row, best]:.2f}x with path {best}, target >= {target}x: {verdict}"
         )
         if verdict == "MISSED":
             print(f"    where one step of path {best} spends its time:\n{profile_of(row, best, device)}")
