@@ -254,8 +254,12 @@ def peak_memory(row: Row, path: str, device_name: str, threads: int) -> float:
 
 
 def in_fresh_process(function: Callable[..., T], *args: object) -> T:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
         return pool.apply(function, args)
+    finally:  # not the context manager, which terminates the worker and so leaks its Inductor workers' semaphores
+        pool.close()
+        pool.join()
 
 
 def peak_in_fresh_process(row: Row, path: str, device: str, threads: int) -> float:
