@@ -332,11 +332,7 @@ def main() -> None:
             compiles.append(compile_seconds(row, args.device, args.threads))
             print(compiles[-1], flush=True)
         load_before = os.getloadavg()[0]
-        seconds = (
-            dict.fromkeys(("reference", *row.paths), float("nan"))
-            if args.no_timing
-            else time_paths(row, device, args.warmup, args.rounds)
-        )
+        seconds = {} if args.no_timing else time_paths(row, device, args.warmup, args.rounds)
         load_after = os.getloadavg()[0]
         peaks = (
             {}
@@ -345,16 +341,21 @@ def main() -> None:
         )
         reference = "plain ProtoNets" if row.learner == "protonet" else "l2l-style loop"
         for path in row.paths:
-            speedups[row, path] = seconds["reference"] / seconds[path]
+            timed = ["-", f"- ({reference})", "-"]
+            if seconds:
+                speedups[row, path] = seconds["reference"] / seconds[path]
+                timed = [
+                    f"{1 / seconds[path]:.3f}",
+                    f"{1 / seconds['reference']:.3f} ({reference})",
+                    f"{speedups[row, path]:.2f}x",
+                ]
             table.append(
                 [
                     row.config,
                     f"{row.filters}f {row.k_query}q T={row.meta_batch}",
                     row.name,
                     path,
-                    f"{1 / seconds[path]:.3f}",
-                    f"{1 / seconds['reference']:.3f} ({reference})",
-                    f"{seconds['reference'] / seconds[path]:.2f}x",
+                    *timed,
                     f"{peaks[path]:.0f} / {peaks['reference']:.0f}" if peaks else "-",
                     f"{load_before:.1f}-{load_after:.1f}",
                 ]
