@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plugin_packages import pip, write_plugin_package
+from plugin_packages import installed, write_plugin_package
 
 from metabench import hookspecs
 from metabench.registry import KINDS, Registry, default_registry
@@ -69,19 +69,19 @@ def _readme_plugin(heading: str = "## Write your own plugin") -> tuple[str, str,
     return code, entry.group(1), entry.group(2)
 
 
-def _install_readme_package(tmp_path: Path, heading: str, dist: str) -> tuple[Path, str]:
+def _readme_package(tmp_path: Path, heading: str, dist: str) -> tuple[Path, str]:
+    """The README's plugin example under ``heading`` as the distribution ``dist``; its package and module name."""
     code, entry_name, module = _readme_plugin(heading)
     package = write_plugin_package(tmp_path, dist, module, code, version="0.1.0")
     # the README names the entry point itself; the helper names it after the module
     pyproject = package / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'{module} = "{module}"', f'{entry_name} = "{module}"'))
-    pip("install", "--no-build-isolation", "--no-deps", str(package))
-    return package / module / "__init__.py", module
+    return package, module
 
 
 def test_the_readme_plugin_example_installs_lists_and_runs(tmp_path: Path) -> None:
-    _install_readme_package(tmp_path, "## Write your own plugin", "my-plugin")
-    try:
+    package, _ = _readme_package(tmp_path, "## Write your own plugin", "my-plugin")
+    with installed(tmp_path, package):
         listing = subprocess.run(
             [sys.executable, "-m", "metabench.cli", "plugins", "--kind", "strategy", "--json"],
             capture_output=True,
@@ -94,8 +94,6 @@ def test_the_readme_plugin_example_installs_lists_and_runs(tmp_path: Path) -> No
         records = _run_tiny_sine_grid(tmp_path, grid, diagnostic_tasks=0)
         assert sorted(r["config"]["strategy"]["name"] for r in records) == ["noisy-query", "query"]
         assert all(r["status"] == "ok" for r in records)
-    finally:
-        pip("uninstall", "-y", "my-plugin")
 
 
 def _run_tiny_sine_grid(tmp_path: Path, grid: str, diagnostic_tasks: int) -> list[dict]:
@@ -161,15 +159,13 @@ def _first_order_meta_gradient_and_finite_difference(learner_module, vectorize: 
 def test_the_readme_learner_runs_in_a_grid_and_its_meta_gradient_is_first_order_maml(tmp_path: Path) -> None:
     code, _, _ = _readme_plugin("## Writing a learner")
     assert len(code.strip().splitlines()) < 40
-    source, module = _install_readme_package(tmp_path, "## Writing a learner", "fo-maml")
-    try:
+    package, module = _readme_package(tmp_path, "## Writing a learner", "fo-maml")
+    with installed(tmp_path, package):
         grid = 'learners = ["fo-maml"]\nstrategies = ["query", "metamix"]\n'
         records = _run_tiny_sine_grid(tmp_path, grid, diagnostic_tasks=2)
         assert sorted(r["config"]["strategy"]["name"] for r in records) == ["metamix", "query"]
         assert all(r["status"] == "ok" and r["config"]["learner"]["name"] == "fo-maml" for r in records)
-    finally:
-        pip("uninstall", "-y", "fo-maml")
-    spec = importlib.util.spec_from_file_location(module, source)
+    spec = importlib.util.spec_from_file_location(module, package / module / "__init__.py")
     learner_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(learner_module)
     for vectorize in ("loop", "vmap"):

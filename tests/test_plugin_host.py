@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from benchmark_files import metabench_process, write_benchmark
-from plugin_packages import pip, write_plugin_package
+from plugin_packages import installed, write_plugin_package
 
 import metabench
 from metabench import ConfigError, DuplicateComponentError, Param, Registry
@@ -132,11 +132,8 @@ def installed_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         write_plugin_package(root, dist, "mb_" + dist.removeprefix("metabench-").replace("-", "_"), body, "1.0.0")
         for dist, body in bodies.items()
     ]
-    pip("install", "--no-build-isolation", "--no-deps", *map(str, packages))
-    try:
+    with installed(root, *packages):
         yield
-    finally:
-        pip("uninstall", "-y", *bodies)
 
 
 def test_installed_plugin_is_listed_with_its_provider(installed_plugins: None) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from benchmark_files import write_benchmark
-from plugin_packages import pip, write_plugin_package
+from plugin_packages import installed, write_plugin_package
 
 from metabench import config, results
 from metabench.cli import main
@@ -100,26 +100,22 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The faulty-learner plugin installed, then one local Ray (2 CPUs, loopback) for the module; yields the event
     log that the ``jsonl`` reporter writes on the driver and on the workers."""
     root = tmp_path_factory.mktemp("ray")
-    pip(
-        "install",
-        "--no-build-isolation",
-        "--no-deps",
-        str(write_plugin_package(root, "mb-faulty", "mb_faulty", FAULTY_PLUGIN)),
-    )
-    default_registry.cache_clear()
     log = root / "events.jsonl"
-    saved = {key: os.environ.get(key) for key in ("METABENCH_LOG", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update(METABENCH_LOG=str(log), RAY_USAGE_STATS_ENABLED="0")  # workers inherit the environment
-    ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False)
-    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
-    try:
-        yield log
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.update({key: value})
-        pip("uninstall", "-y", "mb-faulty")
+    with (
+        installed(root, write_plugin_package(root, "mb-faulty", "mb_faulty", FAULTY_PLUGIN)),
+        pytest.MonkeyPatch.context() as patch,
+    ):
         default_registry.cache_clear()
+        # the workers inherit the environment: the plugin's folder on PYTHONPATH, and these
+        patch.setenv("METABENCH_LOG", str(log))
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False)
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        try:
+            yield log
+        finally:
+            ray.shutdown()
+    default_registry.cache_clear()
 
 
 def _grid(tmp_path: Path, learners: list[object], strategies: tuple[str, ...] = ("query",)) -> Path:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from benchmark_files import benchmark_toml, metabench_process, run, write_benchmark
-from plugin_packages import pip, write_plugin_package
+from plugin_packages import installed, write_plugin_package
 
 from metabench import config, results
 from metabench.cli import main
@@ -116,8 +116,7 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
     bench = write_benchmark(tmp_path / "b.toml", "omniglot", {"grid.strategies": ["query", "noisy-query"]})
     out = tmp_path / "out"
     flags = ["--out", out, "--device", "cpu", "--no-progress"]
-    pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.1.0", 0.1)))
-    try:
+    with installed(tmp_path, _plugin(tmp_path, "0.1.0", 0.1)):
         first = metabench_process("run", bench, *flags)
         assert first.returncode == 0, first.stderr
         assert "2 runs: 2 to run" in first.stdout
@@ -131,7 +130,7 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
             and records["query"]["provenance"]["device_type"] == "cpu"
         )
 
-        pip("install", "--no-build-isolation", "--no-deps", str(_plugin(tmp_path, "0.2.0", 1.0)))
+    with installed(tmp_path, _plugin(tmp_path, "0.2.0", 1.0)):  # the upgrade
         kept = metabench_process("run", bench, *flags, "--reuse-stale")
         assert kept.returncode == 0, kept.stderr
         assert "1 recorded with the same config and code, 1 stale" in kept.stdout and "0 to run" in kept.stdout
@@ -144,8 +143,6 @@ def test_a_new_plugin_version_makes_its_records_stale_and_they_are_rerun(tmp_pat
         records = {r["config"]["strategy"]["name"]: r for r in results.load_records(out)}
         assert records["noisy-query"]["provenance"]["components"]["strategy"]["version"] == "0.2.0"
         assert "Stale rows" not in (out / "LEADERBOARD.md").read_text()
-    finally:
-        pip("uninstall", "-y", "metabench-noisy")
 
 
 # ------------------------------------------------------------------------------------------- leaderboard cells
