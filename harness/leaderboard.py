@@ -39,13 +39,13 @@ def cell_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat_config(config).items() if k.split(".")[0] not in _NOT_CONFIG}
 
 
-def staleness(record: dict[str, Any], registry: Registry | None) -> str:
-    """Why ``record`` was made by other code than the installed one (``""`` when it was not, when a replay under the
-    installed code matched its probe, or when unknown)."""
-    if registry is None:
+def staleness(record: dict[str, Any], code: provenance.CodeNow | None) -> str:
+    """Why ``record`` was made by other code than the installed one, ``code`` (``""`` when it was not, when a replay
+    under the installed code matched its probe, or when unknown)."""
+    if code is None:
         return ""
     try:
-        now = provenance.of_record(record, registry)
+        now = code.of_record(record)
     except (MetabenchError, KeyError, TypeError) as error:
         return f"cannot check its code: {error}"
     standing, detail = provenance.standing(record, now)
@@ -54,6 +54,7 @@ def staleness(record: dict[str, Any], registry: Registry | None) -> str:
 
 def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = None) -> pd.DataFrame:
     """One row per run record, with the fields the leaderboard reads; with ``registry``, whether it is stale."""
+    code = provenance.CodeNow(registry) if registry is not None else None
     rows = []
     for record in records:
         config = record["config"]
@@ -92,7 +93,7 @@ def runs_frame(records: Iterable[dict[str, Any]], registry: Registry | None = No
                 "looks": analysis.get("looks", 1),
                 "round": analysis.get("round", 1),
                 "config_key": stable_hash(flat),
-                "stale": staleness(record, registry),
+                "stale": staleness(record, code),
             }
         )
     return pd.DataFrame(rows)

@@ -51,13 +51,14 @@ class Planned:
 def plan(specs: Sequence[RunSpec], options: RunOptions, registry: Registry) -> list[Planned]:
     """The status of every spec under ``options.out`` for code run now on ``options.device`` (compiled or not)."""
     device_type = resolve_device(options.device).type
+    code = provenance.CodeNow(registry)
     planned = []
     for spec in specs:
         record = results.load_record(options.out, spec)
         if record is None:
             planned.append(Planned(spec, "to run"))
             continue
-        standing, detail = provenance.standing(record, provenance.of(spec, registry, device_type, options.compile))
+        standing, detail = provenance.standing(record, code.of(spec, device_type, options.compile))
         if standing == "stale":
             planned.append(Planned(spec, "stale", detail, record))
         elif record["status"] == "failed":

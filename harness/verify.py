@@ -67,13 +67,13 @@ def compare(recorded: dict[str, Any], replayed: dict[str, Any] | None, steps: in
     return ""
 
 
-def verify_record(record: dict[str, Any], registry: Registry, steps: int | None) -> tuple[Outcome, dict | None]:
-    """The verdict on one record and, when its replay matched, its ``verified`` stamp."""
+def verify_record(record: dict[str, Any], code: provenance.CodeNow, steps: int | None) -> tuple[Outcome, dict | None]:
+    """The verdict on one record under the installed ``code`` and, when its replay matched, its ``verified`` stamp."""
     started = time.perf_counter()
     label = record["label"]
     spec = RunSpec.from_dict(record["config"])
     try:
-        now = provenance.of_record(record, registry)
+        now = code.of_record(record)
     except MetabenchError as error:
         return Outcome(label, "stale", f"cannot check its code: {error}"), None
     standing, detail = provenance.standing(record, now)
@@ -97,7 +97,7 @@ def verify_record(record: dict[str, Any], registry: Registry, steps: int | None)
             options = RunOptions(
                 Path(scratch), now["device_type"], progress=False, threads=threads, compile="compiled" in now
             )
-            replay = runner.replay_probe(spec, registry, options, k)
+            replay = runner.replay_probe(spec, code.registry, options, k)
     except Exception as error:  # noqa: BLE001 - a replay that cannot run leaves the record stale, the others go on
         return Outcome(label, "stale", f"replay failed: {type(error).__name__}: {error}"), None
     seconds = time.perf_counter() - started
@@ -127,9 +127,10 @@ def verify(out: Path, registry: Registry, steps: int | None = None, echo: Callab
     found = results.read_records(out)
     if not found:
         raise MetabenchError(f"{out}: no run records under {out / 'runs'}")
+    code = provenance.CodeNow(registry)
     outcomes = []
     for i, (_, record) in enumerate(found, start=1):
-        outcome, stamp = verify_record(record, registry, steps)
+        outcome, stamp = verify_record(record, code, steps)
         if stamp is not None:
             results.restamp(out, RunSpec.from_dict(record["config"]), record, stamp)
         detail = f": {outcome.detail}" if outcome.detail else ""

@@ -15,6 +15,7 @@ import pytest
 from benchmark_files import metabench_process, write_benchmark
 
 from metabench import config, probe, provenance, results, runner
+from metabench.registry import default_registry
 
 LEARNER = """
     '''MAML with its own inner step size: the component whose code the tests edit.'''
@@ -227,6 +228,19 @@ def test_a_verified_record_names_what_changed_since_its_verification():
     }
     assert provenance.standing(record, verified_under) == ("verified", "verified by replay of 10 steps")
     assert provenance.standing(record, now) == ("stale", "host: module metabench.runner changed")
+
+
+def test_one_reading_of_the_code_gives_every_record_what_a_reading_of_its_own_gives():
+    # a leaderboard reads the code once for all its records (provenance.CodeNow); the committed records mix every
+    # built-in kind, and LASIUM samplers that build a VAE or a GAN by name under one sampler name
+    registry = default_registry()
+    code = provenance.CodeNow(registry)
+    built = set()
+    for _, record in results.read_records(Path(__file__).parents[1] / "results"):
+        now = code.of_record(record)
+        assert now == provenance.CodeNow(registry).of_record(record), record["label"]
+        built.add(now["components"]["sampler"].get("builds", {}).get("name"))
+    assert {None, "vae", "gan"} <= built
 
 
 def test_a_fingerprint_is_of_meaning_not_bytes(tmp_path):
